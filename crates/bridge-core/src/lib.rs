@@ -1,0 +1,75 @@
+//! `bridge-core`: the store every mcp-bridge binary shares.
+//!
+//! # Brief overview
+//!
+//! Agents coordinate through **conversations** between two sessions, `a` (the
+//! creator, usually an orchestrator) and `b` (usually a worker). Each session
+//! proves who it is with a **token** that the store keeps only as an HMAC
+//! digest. Sessions send **messages** (redacted of secrets before storing)
+//! and read them through a per-session delivery cursor; they publish
+//! **status** and heartbeats, from which their partner learns whether they
+//! are alive. Every state change writes a hash-chained **audit** row in the
+//! same transaction. Writes are **rate limited** per session, and a waiter can
+//! **subscribe** to changes committed by any process.
+//!
+//! Everything goes through [`Store`], opened with [`StoreOptions`]. Errors
+//! are one type, [`enum@Error`], whose messages are meant for people.
+//!
+//! ```no_run
+//! # async fn demo() -> bridge_core::Result<()> {
+//! use bridge_core::{Credentials, NewConversation, NewMessage, Store, StoreOptions};
+//!
+//! let store = Store::open(StoreOptions::new("/tmp/bridge.db")).await?;
+//! let created = store.create_conversation(NewConversation::new("orchestrator", "worker")).await?;
+//! let orchestrator = Credentials {
+//!     conversation_id: created.id.clone(),
+//!     session: bridge_core::SessionId::A,
+//!     token: created.token_a.clone(),
+//! };
+//! store.send(&orchestrator, NewMessage::new("Please review src/lib.rs")).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! * `store`: opening (files, schema, key, pool) and the state shared by
+//!   readers and the writer.
+//! * `writer`: the single writer task that commits operations in batches.
+//! * `conversation`, `message`, `status`: the domain operations.
+//! * `auth`: ids, sessions, tokens and the server key.
+//! * `audit`: the hash chain and its verification.
+//! * `redact`, `limit`, `watch`: redaction, rate limits, change notification.
+//! * `config`, `time`, `error`: defaults and paths, timestamps, the error type.
+//!
+//! Only this crate knows SQL. Binaries call [`Store`] and never write SQL.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+mod audit;
+mod auth;
+pub mod config;
+mod conversation;
+mod error;
+mod limit;
+mod message;
+pub mod redact;
+mod status;
+mod store;
+mod time;
+mod watch;
+mod writer;
+
+pub use audit::{AuditReport, BadRow};
+pub use auth::{ConversationId, Credentials, SessionId, Token};
+pub use conversation::{CreatedConversation, NewConversation, ROLE_CHARS, TEAM_CHARS, TTL_RANGE};
+pub use error::{Error, Result};
+pub use message::{
+    ActionType, MAX_BODY_CHARS, MAX_FILE_CHARS, MAX_FILES, MAX_METADATA_CHARS, MAX_READ_LIMIT,
+    Message, NewMessage, SentMessage,
+};
+pub use status::{SessionStatus, Status};
+pub use store::{Store, StoreOptions};
+pub use time::Timestamp;
+pub use watch::ChangeSubscription;

@@ -1,0 +1,612 @@
+//! Opening the store: the database file, its schema, the server key, the
+//! connection pool and the writer.
+//!
+//! [`Store::open`] creates what is missing (parent directories with mode 0700,
+//! the database and key files with mode 0600), switches the database to WAL,
+//! applies the embedded migrations, and checks that the key file is the one
+//! that issued the stored token digests. First-time setup and upgrades run
+//! under an exclusive lock on `<database>.lock`, so that many processes can
+//! open a new database at the same moment; an up-to-date database is opened
+//! without it.
+//!
+//! Reads go through a pool of read-only connections, each call one statement;
+//! writes go through the [`Writer`](crate::writer). Both share [`Shared`].
+
+use std::collections::BTreeSet;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io;
+use std::num::NonZeroU32;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::auth::{ConversationId, Credentials, ServerKey, SessionId};
+use crate::config;
+use crate::error::{Error, Result};
+use crate::limit::Limits;
+use crate::time::Timestamp;
+use crate::watch::{ChangeSubscription, Changes, DatabaseWatcher};
+use crate::writer::{Operation, Writer};
+
+/// The migrations, embedded at build time.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The `meta` key under which the server key's fingerprint is kept.
+const FINGERPRINT_KEY: &str = "key_fingerprint";
+
+/// How to open a [`Store`]. Start from [`StoreOptions::new`] and change the
+/// fields that differ from the defaults.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// The database file.
+    pub path: PathBuf,
+    /// The server key file; `None` means `<path>.key` beside the database.
+    pub key_file: Option<PathBuf>,
+    /// Create the database, its directory and the key if they are missing.
+    /// Without it, a missing database is [`Error::DatabaseMissing`].
+    pub create: bool,
+    /// How long to wait for another process's write lock.
+    pub busy_timeout: Duration,
+    /// Read connections in the pool.
+    pub readers: u32,
+    /// Writes per minute per (conversation, session); 0 turns the limit off.
+    pub rate_limit_per_minute: u32,
+    /// Failed authentications per minute per conversation before it is
+    /// locked out until the budget refills.
+    pub auth_failures_per_minute: NonZeroU32,
+    /// A session is alive while its last heartbeat or call is younger than this.
+    pub liveness_window: Duration,
+    /// `last_seen` is rewritten by a read-only call only once it is older than
+    /// this, so that polling does not take the write lock on every call.
+    pub last_seen_resolution: Duration,
+    /// Time to live of a conversation created without one.
+    pub default_ttl: Duration,
+    /// How often change notification looks at the files when the file system
+    /// sends no events (the safety net of [`Store::subscribe`]).
+    pub poll_interval: Duration,
+}
+
+impl StoreOptions {
+    /// The defaults for the database at `path`, created if missing.
+    pub fn new(path: impl Into<PathBuf>) -> StoreOptions {
+        StoreOptions {
+            path: path.into(),
+            key_file: None,
+            create: true,
+            busy_timeout: config::DEFAULT_BUSY_TIMEOUT,
+            readers: 4,
+            rate_limit_per_minute: config::DEFAULT_RATE_LIMIT,
+            auth_failures_per_minute: config::DEFAULT_AUTH_FAILURES,
+            liveness_window: config::DEFAULT_LIVENESS_WINDOW,
+            last_seen_resolution: Duration::from_secs(5),
+            default_ttl: config::DEFAULT_TTL,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// The key file these options use.
+    pub fn key_path(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| config::default_key_file(&self.path))
+    }
+}
+
+/// What the store's readers and its writer share.
+pub(crate) struct Shared {
+    pub(crate) path: PathBuf,
+    pub(crate) options: StoreOptions,
+    pub(crate) key: ServerKey,
+    pub(crate) limits: Limits,
+    pub(crate) changes: Changes,
+}
+
+/// Why an authentication failed.
+pub(crate) enum AuthFailure {
+    /// A wrong token within the failure budget: report it and audit it.
+    Audit(Error),
+    /// Anything else: report it only.
+    Refuse(Error),
+}
+
+impl AuthFailure {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            AuthFailure::Audit(error) | AuthFailure::Refuse(error) => error,
+        }
+    }
+}
+
+impl Shared {
+    /// An engine error, in the words a person understands.
+    pub(crate) fn sqlx_error(&self, error: sqlx::Error) -> Error {
+        Error::from_sqlx(error, &self.path, self.options.busy_timeout)
+    }
+
+    /// Decides whether `credentials` may act, given the stored token digest
+    /// and expiry of the conversation (`None`: no such conversation).
+    /// Conversations locked out after too many failures are refused before
+    /// the token is looked at.
+    pub(crate) fn authenticate(
+        &self,
+        credentials: &Credentials,
+        found: Option<(&[u8], Timestamp)>,
+        now: Timestamp,
+    ) -> Result<(), AuthFailure> {
+        let conversation_id = &credentials.conversation_id;
+        self.limits
+            .check_lockout(conversation_id)
+            .map_err(AuthFailure::Refuse)?;
+        let Some((digest, expires_at)) = found else {
+            return Err(AuthFailure::Refuse(Error::NoSuchConversation {
+                conversation_id: conversation_id.clone(),
+            }));
+        };
+        if !self.key.verify(&credentials.token, digest) {
+            tracing::warn!(
+                conversation_id = %conversation_id,
+                session = %credentials.session,
+                "authentication failed"
+            );
+            return Err(match self.limits.record_failure(conversation_id) {
+                Ok(()) => AuthFailure::Audit(Error::InvalidToken {
+                    conversation_id: conversation_id.clone(),
+                    session: credentials.session,
+                }),
+                Err(retry_after) => AuthFailure::Refuse(Error::RateLimited { retry_after }),
+            });
+        }
+        if expires_at <= now {
+            return Err(AuthFailure::Refuse(Error::Expired {
+                conversation_id: conversation_id.clone(),
+                expired_at: expires_at,
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// The mcp-bridge store: one SQLite database shared by any number of
+/// processes. Cheap to clone; clones share the pool and the writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    readers: SqlitePool,
+    writer: Writer,
+    /// Started by the first [`Store::subscribe`]; stopped with the store.
+    watcher: Mutex<Option<DatabaseWatcher>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (and if allowed, creates) the store described by `options`.
+    pub async fn open(options: StoreOptions) -> Result<Store> {
+        let path = options.path.clone();
+        let key_path = options.key_path();
+        prepare_database_file(&path, options.create)?;
+
+        let connect = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(false)
+            .foreign_keys(true)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(options.busy_timeout);
+        let sqlx_error = |error| Error::from_sqlx(error, &path, options.busy_timeout);
+        let mut connection = SqliteConnection::connect_with(&connect)
+            .await
+            .map_err(sqlx_error)?;
+        let key = setup(&mut connection, &path, &key_path).await?;
+
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.readers.max(1))
+            .min_connections(1)
+            .test_before_acquire(false)
+            .connect_with(connect.clone().read_only(true))
+            .await
+            .map_err(sqlx_error)?;
+
+        let shared = Arc::new(Shared {
+            limits: Limits::new(
+                options.rate_limit_per_minute,
+                options.auth_failures_per_minute,
+            ),
+            changes: Changes::new(),
+            key,
+            path,
+            options,
+        });
+        let writer = Writer::start(Arc::clone(&shared), connection, connect);
+        tracing::debug!(database = %shared.path.display(), "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                shared,
+                readers,
+                writer,
+                watcher: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.shared.path
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.shared.options
+    }
+
+    /// Finishes queued writes, then closes every connection. Calls made
+    /// afterwards fail with [`Error::Closed`].
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        self.inner.readers.close().await;
+        self.stop_watching();
+    }
+
+    /// A subscription that wakes whenever any process commits to the
+    /// database. The first call starts watching the database's directory.
+    /// Must be called inside a Tokio runtime.
+    pub fn subscribe(&self) -> ChangeSubscription {
+        let shared = &self.inner.shared;
+        let mut watcher = self
+            .inner
+            .watcher
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if watcher.is_none() {
+            *watcher = Some(DatabaseWatcher::start(
+                &shared.path,
+                shared.changes.clone(),
+                shared.options.poll_interval,
+            ));
+        }
+        shared.changes.subscribe()
+    }
+
+    fn stop_watching(&self) {
+        self.inner
+            .watcher
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    pub(crate) fn readers(&self) -> &SqlitePool {
+        &self.inner.readers
+    }
+
+    /// Queues a state change with the writer and waits for its commit.
+    pub(crate) async fn submit<O: Operation>(&self, operation: O) -> Result<O::Output> {
+        self.inner.writer.submit(operation).await
+    }
+
+    /// Authenticates a read-path call from the row its query returned, and
+    /// audits a wrong token through the writer.
+    pub(crate) async fn authenticate_read(
+        &self,
+        credentials: &Credentials,
+        found: Option<(&[u8], Timestamp)>,
+        now: Timestamp,
+    ) -> Result<()> {
+        match self.shared().authenticate(credentials, found, now) {
+            Ok(()) => Ok(()),
+            Err(AuthFailure::Audit(error)) => {
+                self.submit(AuthFailureOp {
+                    conversation_id: credentials.conversation_id.clone(),
+                    session: credentials.session,
+                })
+                .await?;
+                Err(error)
+            }
+            Err(AuthFailure::Refuse(error)) => Err(error),
+        }
+    }
+
+    /// Records an authenticated read-only call in `last_seen`, if the stored
+    /// value is older than the resolution (otherwise writes nothing).
+    pub(crate) async fn touch(
+        &self,
+        credentials: &Credentials,
+        last_seen: Option<i64>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let resolution = self.options().last_seen_resolution;
+        let fresh =
+            last_seen.is_some_and(|seen| Timestamp::from_millis(seen).age_at(now) < resolution);
+        if fresh {
+            return Ok(());
+        }
+        self.submit(TouchOp {
+            credentials: credentials.clone(),
+        })
+        .await
+    }
+}
+
+/// Audits a failed authentication seen on the read path.
+struct AuthFailureOp {
+    conversation_id: ConversationId,
+    session: SessionId,
+}
+
+impl Operation for AuthFailureOp {
+    type Output = ();
+
+    fn lookups(&self, _: &mut Vec<(ConversationId, SessionId)>) {}
+
+    fn apply(&self, batch: &mut crate::writer::Batch<'_>) -> Result<()> {
+        batch.audit_auth_failure(&self.conversation_id, self.session);
+        Ok(())
+    }
+}
+
+/// Refreshes `last_seen` after an authenticated read-only call.
+struct TouchOp {
+    credentials: Credentials,
+}
+
+impl Operation for TouchOp {
+    type Output = ();
+
+    fn lookups(&self, out: &mut Vec<(ConversationId, SessionId)>) {
+        out.push((
+            self.credentials.conversation_id.clone(),
+            self.credentials.session,
+        ));
+    }
+
+    fn apply(&self, batch: &mut crate::writer::Batch<'_>) -> Result<()> {
+        batch.authenticate(&self.credentials)
+    }
+}
+
+/// Makes sure the database file exists (creating it and its parents, mode
+/// 0600 and 0700, when `create` is set), without opening it through SQLite.
+fn prepare_database_file(path: &Path, create: bool) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() => return Ok(()),
+        Ok(_) => return Err(Error::NotADatabase { path: path.into() }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(Error::io("open database", path, error)),
+    }
+    if !create {
+        return Err(Error::DatabaseMissing { path: path.into() });
+    }
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|error| Error::io("create directory", dir, error))?;
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {
+            tracing::info!(database = %path.display(), "created a new database");
+            Ok(())
+        }
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error)
+            if error.kind() == io::ErrorKind::PermissionDenied
+                || error.kind() == io::ErrorKind::ReadOnlyFilesystem =>
+        {
+            Err(Error::ReadOnly { path: path.into() })
+        }
+        Err(error) => Err(Error::io("create database", path, error)),
+    }
+}
+
+/// What [`setup`] finds in a database.
+struct Found {
+    wal: bool,
+    applied: BTreeSet<i64>,
+    foreign_tables: bool,
+    fingerprint: Option<String>,
+}
+
+async fn inspect(connection: &mut SqliteConnection) -> Result<Found, sqlx::Error> {
+    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *connection)
+        .await?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    let has = |name: &str| tables.iter().any(|table| table == name);
+    let applied = if has("_sqlx_migrations") {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&mut *connection)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let fingerprint = if has("meta") {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
+            .bind(FINGERPRINT_KEY)
+            .fetch_optional(&mut *connection)
+            .await?
+    } else {
+        None
+    };
+    Ok(Found {
+        wal: journal_mode.eq_ignore_ascii_case("wal"),
+        applied: applied.into_iter().collect(),
+        foreign_tables: !tables.is_empty() && !has("_sqlx_migrations"),
+        fingerprint,
+    })
+}
+
+/// Brings the database up to date and returns the server key that belongs
+/// to it.
+async fn setup(
+    connection: &mut SqliteConnection,
+    path: &Path,
+    key_path: &Path,
+) -> Result<ServerKey> {
+    let sqlx_error = |error| Error::from_sqlx(error, path, Duration::ZERO);
+    let found = inspect(connection).await.map_err(sqlx_error)?;
+    check_schema(&found, path)?;
+    let ours: BTreeSet<i64> = MIGRATOR.iter().map(|migration| migration.version).collect();
+    let ready = found.wal && found.applied == ours && found.fingerprint.is_some();
+    if ready {
+        return matching_key(key_path, path, found.fingerprint.as_deref());
+    }
+
+    let _lock = SetupLock::acquire(path).await?;
+    // Another process may have done the work while we waited for the lock.
+    let found = inspect(connection).await.map_err(sqlx_error)?;
+    check_schema(&found, path)?;
+    if !found.wal {
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(sqlx_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Database {
+                path: path.into(),
+                message: format!(
+                    "cannot switch to WAL mode (the journal mode stays {mode}); is the file system local?"
+                ),
+            });
+        }
+    }
+    if found.applied != ours {
+        MIGRATOR
+            .run(&mut *connection)
+            .await
+            .map_err(|error| migrate_error(error, path))?;
+        tracing::info!(database = %path.display(), "database schema is up to date");
+    }
+    match found.fingerprint {
+        Some(fingerprint) => matching_key(key_path, path, Some(&fingerprint)),
+        None => {
+            let key = match ServerKey::load(key_path)? {
+                Some(key) => key,
+                None => ServerKey::create(key_path)?,
+            };
+            sqlx::query("INSERT INTO meta (key, value) VALUES (?1, ?2)")
+                .bind(FINGERPRINT_KEY)
+                .bind(key.fingerprint())
+                .execute(&mut *connection)
+                .await
+                .map_err(sqlx_error)?;
+            Ok(key)
+        }
+    }
+}
+
+/// Refuses databases that are newer than this binary or belong to another
+/// program.
+fn check_schema(found: &Found, path: &Path) -> Result<()> {
+    let supported = MIGRATOR
+        .iter()
+        .map(|migration| migration.version)
+        .max()
+        .unwrap_or(0);
+    if let Some(&newest) = found.applied.iter().next_back()
+        && newest > supported
+    {
+        return Err(Error::SchemaTooNew {
+            path: path.into(),
+            found: newest,
+            supported,
+        });
+    }
+    let unknown = found.applied.iter().any(|version| {
+        !MIGRATOR
+            .iter()
+            .any(|migration| migration.version == *version)
+    });
+    if found.foreign_tables || unknown {
+        return Err(Error::ForeignDatabase { path: path.into() });
+    }
+    Ok(())
+}
+
+/// Loads the key file and checks it against the database's fingerprint.
+fn matching_key(key_path: &Path, path: &Path, fingerprint: Option<&str>) -> Result<ServerKey> {
+    let key = ServerKey::load(key_path)?.ok_or_else(|| Error::KeyFile {
+        path: key_path.into(),
+        problem: format!(
+            "is missing, but database {} holds tokens issued with a key; restore the key file or point --key-file at it",
+            path.display()
+        ),
+    })?;
+    if fingerprint.is_some_and(|fingerprint| fingerprint != key.fingerprint()) {
+        return Err(Error::KeyFile {
+            path: key_path.into(),
+            problem: format!(
+                "does not match database {} (its tokens were issued with another key)",
+                path.display()
+            ),
+        });
+    }
+    Ok(key)
+}
+
+fn migrate_error(error: MigrateError, path: &Path) -> Error {
+    match error {
+        MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _) => {
+            Error::from_sqlx(error, path, Duration::ZERO)
+        }
+        other => Error::Database {
+            path: path.into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// An exclusive `flock` on `<database>.lock`, held during first-time setup
+/// and upgrades. A separate file, because closing any other descriptor of
+/// the database file would drop SQLite's own POSIX locks in this process.
+struct SetupLock {
+    _file: fs::File,
+}
+
+impl SetupLock {
+    async fn acquire(database: &Path) -> Result<SetupLock> {
+        let path = config::lock_file(database);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|error| Error::io("create lock file", &path, error))?;
+        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|error| Error::io("lock", &path, io::Error::other(error)))?
+            .map_err(|error| Error::io("lock", &path, error))?;
+        Ok(SetupLock { _file: file })
+    }
+}

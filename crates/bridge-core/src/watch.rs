@@ -1,0 +1,181 @@
+//! Change notification: waking waiters when any process commits to the
+//! database.
+//!
+//! In WAL mode every commit appends to `<database>-wal` (and a checkpoint
+//! writes the database file), so file-system events on those two files
+//! (`notify`: inotify on Linux) mean "something may have changed". Events
+//! carry no data: a woken waiter queries past its cursor, so a missed or
+//! duplicated event costs one query, never a message. Bursts coalesce: a
+//! waiter that was busy sees one wake-up for any number of events.
+//!
+//! Two other sources feed the same signal: the store's own writer, after each
+//! commit (so waiters in the same process wake without the round trip through
+//! the kernel), and a slow poll of the files' size, time and inode, for file
+//! systems that send no events (network file systems, some containers).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// The signal: a counter bumped on every possible change.
+#[derive(Clone)]
+pub(crate) struct Changes(Arc<watch::Sender<u64>>);
+
+impl Changes {
+    pub(crate) fn new() -> Changes {
+        Changes(Arc::new(watch::Sender::new(0)))
+    }
+
+    /// Wakes every subscriber.
+    pub(crate) fn notify(&self) {
+        self.0.send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    pub(crate) fn subscribe(&self) -> ChangeSubscription {
+        ChangeSubscription(self.0.subscribe())
+    }
+}
+
+/// A waiter's view of the change signal, from
+/// [`Store::subscribe`](crate::Store::subscribe).
+///
+/// The pattern that loses nothing: subscribe, query, and only then wait, then
+/// query again after each wake-up.
+pub struct ChangeSubscription(watch::Receiver<u64>);
+
+impl ChangeSubscription {
+    /// Waits until something changed since the subscription was made or
+    /// last woke. Fails with [`Error::Closed`] once the store is closed.
+    pub async fn changed(&mut self) -> Result<()> {
+        self.0.changed().await.map_err(|_| Error::Closed)
+    }
+}
+
+/// Watches one database's files and feeds [`Changes`]. Stops when dropped.
+pub(crate) struct DatabaseWatcher {
+    /// `None` if the file system refused to watch (poll only).
+    _events: Option<RecommendedWatcher>,
+    poll: JoinHandle<()>,
+}
+
+impl Drop for DatabaseWatcher {
+    fn drop(&mut self) {
+        self.poll.abort();
+    }
+}
+
+impl DatabaseWatcher {
+    /// Starts watching `database` (its directory, for events on the database
+    /// and its WAL) and polling every `poll_interval`.
+    pub(crate) fn start(
+        database: &Path,
+        changes: Changes,
+        poll_interval: Duration,
+    ) -> DatabaseWatcher {
+        let files = Files::of(database);
+        let events = match files.watch(changes.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(
+                    database = %database.display(),
+                    %error,
+                    "cannot watch the database for changes; polling every {poll_interval:?} instead"
+                );
+                None
+            }
+        };
+        let poll = tokio::spawn(poll(files, changes, poll_interval));
+        DatabaseWatcher {
+            _events: events,
+            poll,
+        }
+    }
+}
+
+/// The files whose changes mean a commit.
+#[derive(Clone)]
+struct Files {
+    database: PathBuf,
+    wal: PathBuf,
+}
+
+impl Files {
+    fn of(database: &Path) -> Files {
+        let mut wal = database.as_os_str().to_owned();
+        wal.push("-wal");
+        Files {
+            database: database.to_path_buf(),
+            wal: PathBuf::from(wal),
+        }
+    }
+
+    fn concerns(&self, path: &Path) -> bool {
+        path == self.database || path == self.wal
+    }
+
+    fn watch(&self, changes: Changes) -> notify::Result<RecommendedWatcher> {
+        let files = self.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                match event {
+                    Ok(event) => {
+                        let relevant = matches!(
+                            event.kind,
+                            EventKind::Create(_)
+                                | EventKind::Modify(_)
+                                | EventKind::Remove(_)
+                                | EventKind::Any
+                        ) && event.paths.iter().any(|path| files.concerns(path));
+                        if relevant {
+                            changes.notify();
+                        }
+                    }
+                    // Lost events (e.g. an overflowing queue): wake everyone, the
+                    // query will tell.
+                    Err(_) => changes.notify(),
+                }
+            })?;
+        let dir = match self.database.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
+    }
+
+    /// What the poll compares: size, modification time and inode of each file.
+    fn signature(&self) -> [Option<(u64, SystemTime, u64)>; 2] {
+        use std::os::unix::fs::MetadataExt;
+        let of = |path: &Path| {
+            std::fs::metadata(path).ok().map(|m| {
+                (
+                    m.len(),
+                    m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    m.ino(),
+                )
+            })
+        };
+        [of(&self.database), of(&self.wal)]
+    }
+}
+
+/// The safety net: wakes subscribers when the files changed since last look.
+async fn poll(files: Files, changes: Changes, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = files.signature();
+    loop {
+        ticker.tick().await;
+        let now = files.signature();
+        if now != last {
+            last = now;
+            changes.notify();
+        }
+    }
+}
