@@ -17,7 +17,8 @@ pub const DB_ENV: &str = "BRIDGE_DB";
 /// Writes per minute per (conversation, session) unless configured.
 pub const DEFAULT_RATE_LIMIT: u32 = 600;
 
-/// Failed authentications per minute per conversation before a lockout.
+/// Failed authentications per minute per conversation reported as invalid
+/// (and audited) before further ones are refused as rate limited.
 pub const DEFAULT_AUTH_FAILURES: NonZeroU32 = NonZeroU32::new(20).unwrap();
 
 /// A session is alive while it was heard from within this window.

@@ -112,8 +112,8 @@ impl Store {
             return Err(Error::invalid(
                 "ttl",
                 format!(
-                    "must be between 1 second and 365 days, got {}",
-                    humantime::format_duration(ttl)
+                    "must be between 1 second and 365 days, got {} seconds",
+                    ttl.as_secs_f64()
                 ),
             ));
         }

@@ -7,15 +7,16 @@
 //!   Only calls that authenticated spend a session's quota, so nobody can
 //!   starve a session by sending bad tokens in its name. Default 600 per minute
 //!   with a burst of the same size; 0 turns the limit off.
-//! * **failed authentications** per conversation. When a conversation's budget
-//!   of failures is spent, every authentication for it is refused, without
-//!   looking at the token, until the budget refills: a guesser learns nothing
-//!   from further attempts.
+//! * **failed authentications** per conversation. Within the budget a wrong
+//!   token is refused as invalid and audited; past it, wrong tokens are refused
+//!   as rate limited and no longer audited or logged, so a flood of bad tokens
+//!   costs the store nothing. A correct token is never refused by this limit:
+//!   a lockout would let anyone who knows a conversation id starve it, the
+//!   very flaw of the original's limiter. Guessing is hopeless anyway: a token
+//!   is 256 random bits.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -33,8 +34,6 @@ pub(crate) struct Limits {
     writes: Option<DefaultKeyedRateLimiter<(ConversationId, SessionId)>>,
     /// Failed authentications per conversation.
     failures: DefaultKeyedRateLimiter<ConversationId>,
-    /// Conversations whose failure budget ran out, and until when.
-    lockouts: Mutex<HashMap<ConversationId, Instant>>,
     clock: DefaultClock,
 }
 
@@ -50,7 +49,6 @@ impl Limits {
             writes: NonZeroU32::new(writes_per_minute)
                 .map(|rate| RateLimiter::keyed(per_minute(rate))),
             failures: RateLimiter::keyed(per_minute(failures_per_minute)),
-            lockouts: Mutex::new(HashMap::new()),
             clock: DefaultClock::default(),
         }
     }
@@ -74,45 +72,15 @@ impl Limits {
             })
     }
 
-    /// Refuses if the conversation is locked out after too many failures.
-    pub(crate) fn check_lockout(&self, conversation: &ConversationId) -> Result<()> {
-        let mut lockouts = self
-            .lockouts
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let Some(until) = lockouts.get(conversation).copied() else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        if until <= now {
-            lockouts.remove(conversation);
-            return Ok(());
-        }
-        Err(Error::RateLimited {
-            retry_after: until - now,
-        })
-    }
-
-    /// Records a failed authentication. Returns `true` if it is still within
-    /// the budget (the failure should be reported and audited as such), and
-    /// `false` if the budget is spent and the conversation is now locked out.
+    /// Records a failed authentication: `Ok` while the conversation's failure
+    /// budget lasts, else `Err` with the time until it allows another.
     pub(crate) fn record_failure(&self, conversation: &ConversationId) -> Result<(), Duration> {
         if self.failures.len() > SHRINK_ABOVE {
             self.failures.retain_recent();
         }
-        match self.failures.check_key(conversation) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                let mut lockouts = self
-                    .lockouts
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner());
-                lockouts.retain(|_, until| *until > Instant::now());
-                lockouts.insert(conversation.clone(), Instant::now() + wait);
-                Err(wait)
-            }
-        }
+        self.failures
+            .check_key(conversation)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }
 
@@ -149,17 +117,14 @@ mod tests {
     }
 
     #[test]
-    fn spent_failure_budget_locks_the_conversation_out() {
+    fn failures_have_a_budget_per_conversation() {
         let limits = Limits::new(0, NonZeroU32::new(2).unwrap());
         let one = conversation(1);
-        limits.check_lockout(&one).unwrap();
         assert!(limits.record_failure(&one).is_ok());
         assert!(limits.record_failure(&one).is_ok());
-        limits.check_lockout(&one).unwrap();
-        assert!(limits.record_failure(&one).is_err());
-        let error = limits.check_lockout(&one).unwrap_err();
-        assert!(error.to_string().starts_with("rate limited (retry in "));
+        let wait = limits.record_failure(&one).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(30));
         // Another conversation is not affected.
-        limits.check_lockout(&conversation(2)).unwrap();
+        assert!(limits.record_failure(&conversation(2)).is_ok());
     }
 }

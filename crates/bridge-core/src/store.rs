@@ -21,11 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::Connection;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::auth::{ConversationId, Credentials, ServerKey, SessionId};
 use crate::config;
@@ -59,8 +56,8 @@ pub struct StoreOptions {
     pub readers: u32,
     /// Writes per minute per (conversation, session); 0 turns the limit off.
     pub rate_limit_per_minute: u32,
-    /// Failed authentications per minute per conversation before it is
-    /// locked out until the budget refills.
+    /// Failed authentications per minute per conversation that are reported
+    /// as invalid and audited; past that, they are refused as rate limited.
     pub auth_failures_per_minute: NonZeroU32,
     /// A session is alive while its last heartbeat or call is younger than this.
     pub liveness_window: Duration,
@@ -133,8 +130,6 @@ impl Shared {
 
     /// Decides whether `credentials` may act, given the stored token digest
     /// and expiry of the conversation (`None`: no such conversation).
-    /// Conversations locked out after too many failures are refused before
-    /// the token is looked at.
     pub(crate) fn authenticate(
         &self,
         credentials: &Credentials,
@@ -142,25 +137,24 @@ impl Shared {
         now: Timestamp,
     ) -> Result<(), AuthFailure> {
         let conversation_id = &credentials.conversation_id;
-        self.limits
-            .check_lockout(conversation_id)
-            .map_err(AuthFailure::Refuse)?;
         let Some((digest, expires_at)) = found else {
             return Err(AuthFailure::Refuse(Error::NoSuchConversation {
                 conversation_id: conversation_id.clone(),
             }));
         };
         if !self.key.verify(&credentials.token, digest) {
-            tracing::warn!(
-                conversation_id = %conversation_id,
-                session = %credentials.session,
-                "authentication failed"
-            );
             return Err(match self.limits.record_failure(conversation_id) {
-                Ok(()) => AuthFailure::Audit(Error::InvalidToken {
-                    conversation_id: conversation_id.clone(),
-                    session: credentials.session,
-                }),
+                Ok(()) => {
+                    tracing::warn!(
+                        conversation_id = %conversation_id,
+                        session = %credentials.session,
+                        "authentication failed: invalid token"
+                    );
+                    AuthFailure::Audit(Error::InvalidToken {
+                        conversation_id: conversation_id.clone(),
+                        session: credentials.session,
+                    })
+                }
                 Err(retry_after) => AuthFailure::Refuse(Error::RateLimited { retry_after }),
             });
         }
@@ -211,10 +205,17 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout);
         let sqlx_error = |error| Error::from_sqlx(error, &path, options.busy_timeout);
-        let mut connection = SqliteConnection::connect_with(&connect)
+        // Setup runs through a pool of one: the migrator's future is only
+        // `Send` when given a pool. Its connection then becomes the writer's.
+        let setup_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
             .await
             .map_err(sqlx_error)?;
-        let key = setup(&mut connection, &path, &key_path).await?;
+        let key = setup(&setup_pool, &path, &key_path).await?;
+        check_writable(&setup_pool).await.map_err(sqlx_error)?;
+        let connection = setup_pool.acquire().await.map_err(sqlx_error)?.detach();
+        setup_pool.close().await;
 
         let readers = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
@@ -259,9 +260,11 @@ impl Store {
     /// Finishes queued writes, then closes every connection. Calls made
     /// afterwards fail with [`Error::Closed`].
     pub async fn close(&self) {
-        self.inner.writer.close().await;
-        self.inner.readers.close().await;
         self.stop_watching();
+        // Readers first: the last connection to close checkpoints the WAL
+        // and removes it, which only the writer's (read-write) one can do.
+        self.inner.readers.close().await;
+        self.inner.writer.close().await;
     }
 
     /// A subscription that wakes whenever any process commits to the
@@ -391,7 +394,12 @@ fn prepare_database_file(path: &Path, create: bool) -> Result<()> {
     match fs::metadata(path) {
         Ok(metadata) if metadata.is_file() => return Ok(()),
         Ok(_) => return Err(Error::NotADatabase { path: path.into() }),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        // NotADirectory: a parent is a file; creating the directory says so.
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) => {}
         Err(error) => return Err(Error::io("open database", path, error)),
     }
     if !create {
@@ -415,12 +423,6 @@ fn prepare_database_file(path: &Path, create: bool) -> Result<()> {
             Ok(())
         }
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(error)
-            if error.kind() == io::ErrorKind::PermissionDenied
-                || error.kind() == io::ErrorKind::ReadOnlyFilesystem =>
-        {
-            Err(Error::ReadOnly { path: path.into() })
-        }
         Err(error) => Err(Error::io("create database", path, error)),
     }
 }
@@ -433,19 +435,19 @@ struct Found {
     fingerprint: Option<String>,
 }
 
-async fn inspect(connection: &mut SqliteConnection) -> Result<Found, sqlx::Error> {
+async fn inspect(pool: &SqlitePool) -> Result<Found, sqlx::Error> {
     let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut *connection)
+        .fetch_one(pool)
         .await?;
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
     )
-    .fetch_all(&mut *connection)
+    .fetch_all(pool)
     .await?;
     let has = |name: &str| tables.iter().any(|table| table == name);
     let applied = if has("_sqlx_migrations") {
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(&mut *connection)
+            .fetch_all(pool)
             .await?
     } else {
         Vec::new()
@@ -453,7 +455,7 @@ async fn inspect(connection: &mut SqliteConnection) -> Result<Found, sqlx::Error
     let fingerprint = if has("meta") {
         sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
             .bind(FINGERPRINT_KEY)
-            .fetch_optional(&mut *connection)
+            .fetch_optional(pool)
             .await?
     } else {
         None
@@ -468,13 +470,9 @@ async fn inspect(connection: &mut SqliteConnection) -> Result<Found, sqlx::Error
 
 /// Brings the database up to date and returns the server key that belongs
 /// to it.
-async fn setup(
-    connection: &mut SqliteConnection,
-    path: &Path,
-    key_path: &Path,
-) -> Result<ServerKey> {
+async fn setup(pool: &SqlitePool, path: &Path, key_path: &Path) -> Result<ServerKey> {
     let sqlx_error = |error| Error::from_sqlx(error, path, Duration::ZERO);
-    let found = inspect(connection).await.map_err(sqlx_error)?;
+    let found = inspect(pool).await.map_err(sqlx_error)?;
     check_schema(&found, path)?;
     let ours: BTreeSet<i64> = MIGRATOR.iter().map(|migration| migration.version).collect();
     let ready = found.wal && found.applied == ours && found.fingerprint.is_some();
@@ -484,11 +482,11 @@ async fn setup(
 
     let _lock = SetupLock::acquire(path).await?;
     // Another process may have done the work while we waited for the lock.
-    let found = inspect(connection).await.map_err(sqlx_error)?;
+    let found = inspect(pool).await.map_err(sqlx_error)?;
     check_schema(&found, path)?;
     if !found.wal {
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
-            .fetch_one(&mut *connection)
+            .fetch_one(pool)
             .await
             .map_err(sqlx_error)?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -502,7 +500,7 @@ async fn setup(
     }
     if found.applied != ours {
         MIGRATOR
-            .run(&mut *connection)
+            .run(pool)
             .await
             .map_err(|error| migrate_error(error, path))?;
         tracing::info!(database = %path.display(), "database schema is up to date");
@@ -517,12 +515,24 @@ async fn setup(
             sqlx::query("INSERT INTO meta (key, value) VALUES (?1, ?2)")
                 .bind(FINGERPRINT_KEY)
                 .bind(key.fingerprint())
-                .execute(&mut *connection)
+                .execute(pool)
                 .await
                 .map_err(sqlx_error)?;
             Ok(key)
         }
     }
+}
+
+/// SQLite opens a file it cannot write read-only, without a word, and even
+/// grants `BEGIN IMMEDIATE`; only a write fails. Find out at open rather than
+/// at the first write, with a write that changes nothing and is rolled back.
+async fn check_writable(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut probe = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("UPDATE meta SET value = value WHERE key = ?1")
+        .bind(FINGERPRINT_KEY)
+        .execute(&mut *probe)
+        .await?;
+    probe.rollback().await
 }
 
 /// Refuses databases that are newer than this binary or belong to another

@@ -1,0 +1,13 @@
+//! End-to-end tests of the `bridge-core` store: real SQLite files in
+//! temporary directories, several stores (separate pools and writers) on one
+//! file where a test needs other processes' view, raw SQL only to inspect or
+//! tamper with the file.
+
+mod audit;
+mod concurrency;
+mod conversation;
+mod limit;
+mod message;
+mod open;
+mod status;
+mod watch;

@@ -1,0 +1,300 @@
+//! Messages: sending, the delivery cursor, bounds and redaction.
+
+use bridge_core::{ActionType, Credentials, MAX_BODY_CHARS, NewMessage, SessionId, Token};
+use bridge_tests::{TempDb, pair, scalar};
+use serde_json::json;
+
+#[tokio::test]
+async fn check_consumes_peek_does_not_history_rereads() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+
+    let mut question = NewMessage::new("Which branch?");
+    question.action_type = ActionType::Question;
+    question.files_involved = vec!["src/main.rs".into(), "Cargo.toml".into()];
+    question.metadata = Some(json!({"priority": 2}).as_object().unwrap().clone());
+    let first = store.send(&conversation.a, question).await.unwrap();
+    let second = store
+        .send(&conversation.a, NewMessage::new("Also: rebase."))
+        .await
+        .unwrap();
+    assert!(second.id > first.id);
+    assert!(!first.redacted());
+
+    let peeked = store.peek(&conversation.b, 10).await.unwrap();
+    assert_eq!(peeked.len(), 2);
+    assert_eq!(
+        store.peek(&conversation.b, 10).await.unwrap(),
+        peeked,
+        "peek moves nothing"
+    );
+
+    let received = store.check(&conversation.b, 10).await.unwrap();
+    assert_eq!(received, peeked);
+    let message = &received[0];
+    assert_eq!(message.id, first.id);
+    assert_eq!((message.from, message.to), (SessionId::A, SessionId::B));
+    assert_eq!(message.body, "Which branch?");
+    assert_eq!(message.action_type, ActionType::Question);
+    assert_eq!(message.files_involved, vec!["src/main.rs", "Cargo.toml"]);
+    assert_eq!(
+        message.metadata,
+        Some(json!({"priority": 2}).as_object().unwrap().clone())
+    );
+    assert_eq!(message.created_at, first.created_at);
+    assert_eq!(
+        received[1].action_type,
+        ActionType::Info,
+        "info is the default"
+    );
+
+    assert!(
+        store.check(&conversation.b, 10).await.unwrap().is_empty(),
+        "consumed once"
+    );
+    assert!(store.peek(&conversation.b, 10).await.unwrap().is_empty());
+    assert!(
+        store.check(&conversation.a, 10).await.unwrap().is_empty(),
+        "a's own messages are not for a"
+    );
+
+    let reply = store
+        .send(&conversation.b, NewMessage::new("main"))
+        .await
+        .unwrap();
+    let history = store.history(&conversation.a, None, 50).await.unwrap();
+    let ids: Vec<i64> = history.iter().map(|m| m.id).collect();
+    assert_eq!(
+        ids,
+        vec![first.id, second.id, reply.id],
+        "both directions, in id order"
+    );
+    let since = store
+        .history(&conversation.b, Some(first.id), 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        since.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![second.id, reply.id]
+    );
+    let latest = store.history(&conversation.b, None, 2).await.unwrap();
+    assert_eq!(
+        latest.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![second.id, reply.id]
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn check_respects_its_limit_and_continues_where_it_stopped() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let mut sent = Vec::new();
+    for n in 0..7 {
+        sent.push(
+            store
+                .send(&conversation.a, NewMessage::new(format!("m{n}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut received = Vec::new();
+    loop {
+        let batch = store.check(&conversation.b, 3).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 3);
+        received.extend(batch.iter().map(|m| m.id));
+    }
+    assert_eq!(received, sent);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn bounds_are_enforced_and_nothing_is_written() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let mut raw = db.raw().await;
+    let audit_before = scalar(&mut raw, "SELECT count(*) FROM audit").await;
+
+    let too_long = NewMessage::new("x".repeat(MAX_BODY_CHARS + 1));
+    let mut too_many_files = NewMessage::new("files");
+    too_many_files.files_involved = (0..21).map(|n| format!("f{n}.rs")).collect();
+    let mut empty_path = NewMessage::new("files");
+    empty_path.files_involved = vec![String::new()];
+    let mut huge_metadata = NewMessage::new("meta");
+    huge_metadata.metadata = Some(
+        json!({"blob": "m".repeat(10_000)})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let cases = [
+        (
+            too_long,
+            "invalid message: must be at most 50000 characters, got 50001",
+        ),
+        (
+            NewMessage::new("  \n "),
+            "invalid message: must not be empty",
+        ),
+        (
+            NewMessage::new("a\0b"),
+            "invalid message: must not contain NUL characters",
+        ),
+        (
+            too_many_files,
+            "invalid files_involved: at most 20 paths, got 21",
+        ),
+        (
+            empty_path,
+            "invalid files_involved: each path must be 1 to 4096 characters, got 0",
+        ),
+        (
+            huge_metadata,
+            "invalid metadata: must be at most 10000 characters of JSON, got 10011",
+        ),
+    ];
+    for (message, expected) in cases {
+        let error = store.send(&conversation.a, message).await.unwrap_err();
+        assert_eq!(error.to_string(), expected);
+    }
+    assert_eq!(
+        "urgent".parse::<ActionType>().unwrap_err().to_string(),
+        "invalid action_type: expected one of question, info, proposal, blocked, complete"
+    );
+    for limit in [0, 1001] {
+        let error = store.check(&conversation.b, limit).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("invalid limit: must be 1 to 1000, got {limit}")
+        );
+    }
+    assert_eq!(scalar(&mut raw, "SELECT count(*) FROM message").await, 0);
+    assert_eq!(
+        scalar(&mut raw, "SELECT count(*) FROM audit").await,
+        audit_before
+    );
+
+    // Exactly at the bounds is fine: 50 000 characters (multi-byte ones too).
+    let sent = store
+        .send(&conversation.a, NewMessage::new("é".repeat(MAX_BODY_CHARS)))
+        .await
+        .unwrap();
+    let received = store.check(&conversation.b, 1).await.unwrap();
+    assert_eq!(received[0].id, sent.id);
+    assert_eq!(received[0].body.chars().count(), MAX_BODY_CHARS);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_refused_send_leaves_no_message() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let stranger = Credentials {
+        token: Token::generate().unwrap(),
+        ..conversation.a.clone()
+    };
+    store
+        .send(&stranger, NewMessage::new("let me in"))
+        .await
+        .unwrap_err();
+    let mut raw = db.raw().await;
+    assert_eq!(scalar(&mut raw, "SELECT count(*) FROM message").await, 0);
+    assert!(store.peek(&conversation.b, 10).await.unwrap().is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn secrets_are_redacted_before_storage_and_the_receiver_sees_the_redaction() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let aws = "AKIAIOSFODNN7EXAMPLE";
+    let github = format!("ghp_{}", "Z".repeat(36));
+    let mut message = NewMessage::new(format!("deploy with {aws} please"));
+    message.files_involved = vec![format!("secrets/{github}.txt")];
+    message.metadata = Some(
+        json!({"auth": "Bearer abcdefghijklmnop", "n": 1})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let sent = store.send(&conversation.a, message).await.unwrap();
+    assert!(sent.redacted());
+    assert_eq!(
+        sent.redactions,
+        vec!["aws_access_key", "github_token", "bearer_token"]
+    );
+
+    let received = &store.check(&conversation.b, 1).await.unwrap()[0];
+    assert!(received.redacted);
+    assert_eq!(
+        received.body,
+        "deploy with [REDACTED:aws_access_key] please"
+    );
+    assert_eq!(
+        received.files_involved,
+        vec!["secrets/[REDACTED:github_token].txt"]
+    );
+    assert_eq!(
+        received.metadata,
+        Some(
+            json!({"auth": "Bearer [REDACTED:bearer_token]", "n": 1})
+                .as_object()
+                .unwrap()
+                .clone()
+        )
+    );
+
+    store.close().await;
+    for file in [db.path.clone(), db.dir.path().join("bridge.db-wal")] {
+        if let Ok(bytes) = std::fs::read(&file) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(aws) && !text.contains(&github),
+                "{} holds a secret",
+                file.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_check_that_finds_nothing_writes_nothing() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    // The first call records last_seen; after that, empty polls are reads.
+    assert!(store.check(&conversation.b, 10).await.unwrap().is_empty());
+
+    let mut raw = db.raw().await;
+    let version = scalar(&mut raw, "PRAGMA data_version").await;
+    let audit = scalar(&mut raw, "SELECT count(*) FROM audit").await;
+    for _ in 0..200 {
+        assert!(store.check(&conversation.b, 10).await.unwrap().is_empty());
+        assert!(store.peek(&conversation.b, 10).await.unwrap().is_empty());
+    }
+    assert_eq!(
+        scalar(&mut raw, "PRAGMA data_version").await,
+        version,
+        "no other connection may have committed"
+    );
+    assert_eq!(scalar(&mut raw, "SELECT count(*) FROM audit").await, audit);
+
+    // A message makes the next check write (the cursor and its audit row).
+    store
+        .send(&conversation.a, NewMessage::new("now there is one"))
+        .await
+        .unwrap();
+    let version = scalar(&mut raw, "PRAGMA data_version").await;
+    assert_eq!(store.check(&conversation.b, 10).await.unwrap().len(), 1);
+    assert_ne!(scalar(&mut raw, "PRAGMA data_version").await, version);
+    store.close().await;
+}
