@@ -52,7 +52,9 @@ CREATE TABLE message (
 CREATE INDEX message_inbox ON message (conversation_id, recipient, id);
 
 -- The hash-chained audit trail. No foreign key: the trail outlives the
--- conversations it describes.
+-- conversations it describes. Deliberately no index by conversation: every
+-- write appends here, and an index keyed by conversation would dirty one more
+-- page per conversation per commit; listing one conversation's rows scans.
 CREATE TABLE audit (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     at              INTEGER NOT NULL,
@@ -64,11 +66,23 @@ CREATE TABLE audit (
     hash            TEXT NOT NULL
 ) STRICT;
 
-CREATE INDEX audit_by_conversation ON audit (conversation_id, id) WHERE conversation_id IS NOT NULL;
-
 -- Facts about the store itself, e.g. the fingerprint of the server key that
 -- issued the stored token digests.
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
+
+-- The writer's optimistic check (see the store's writer): a batch computed
+-- from remembered state inserts a row here when this connection's
+-- data_version shows that another connection committed since, and the
+-- trigger turns that into an error that aborts the batch before it writes
+-- anything. No row is ever stored.
+CREATE TABLE writer_guard (
+    data_version INTEGER NOT NULL
+) STRICT;
+
+CREATE TRIGGER writer_guard_abort BEFORE INSERT ON writer_guard
+BEGIN
+    SELECT RAISE(ABORT, 'mcp-bridge: stale writer state');
+END;

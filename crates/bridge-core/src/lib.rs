@@ -34,11 +34,13 @@
 //!
 //! * `store`: opening (files, schema, key, pool) and the state shared by
 //!   readers and the writer.
-//! * `writer`: the single writer task that commits operations in batches.
+//! * `writer`: the single writer task that commits operations in batches;
+//!   `checkpoint`: WAL checkpoints in the background, off the write path.
 //! * `conversation`, `message`, `status`: the domain operations.
 //! * `auth`: ids, sessions, tokens and the server key.
 //! * `audit`: the hash chain and its verification.
 //! * `redact`, `limit`, `watch`: redaction, rate limits, change notification.
+//! * `lockfile`: the lock file by which processes queue for setup and writes.
 //! * `config`, `time`, `error`: defaults and paths, timestamps, the error type.
 //!
 //! Only this crate knows SQL. Binaries call [`Store`] and never write SQL.
@@ -49,10 +51,12 @@
 
 mod audit;
 mod auth;
+mod checkpoint;
 pub mod config;
 mod conversation;
 mod error;
 mod limit;
+mod lockfile;
 mod message;
 pub mod redact;
 mod status;

@@ -5,9 +5,9 @@
 //! the database and key files with mode 0600), switches the database to WAL,
 //! applies the embedded migrations, and checks that the key file is the one
 //! that issued the stored token digests. First-time setup and upgrades run
-//! under an exclusive lock on `<database>.lock`, so that many processes can
-//! open a new database at the same moment; an up-to-date database is opened
-//! without it.
+//! under the exclusive lock of `<database>.lock` (see `lockfile`), so that
+//! many processes can open a new database at the same moment; an up-to-date
+//! database is opened without it.
 //!
 //! Reads go through a pool of read-only connections, each call one statement;
 //! writes go through the [`Writer`](crate::writer). Both share [`Shared`].
@@ -25,9 +25,11 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::auth::{ConversationId, Credentials, ServerKey, SessionId};
+use crate::checkpoint::Checkpointer;
 use crate::config;
 use crate::error::{Error, Result};
 use crate::limit::Limits;
+use crate::lockfile::LockFile;
 use crate::time::Timestamp;
 use crate::watch::{ChangeSubscription, Changes, DatabaseWatcher};
 use crate::writer::{Operation, Writer};
@@ -108,18 +110,10 @@ pub(crate) struct Shared {
 
 /// Why an authentication failed.
 pub(crate) enum AuthFailure {
-    /// A wrong token within the failure budget: report it and audit it.
-    Audit(Error),
-    /// Anything else: report it only.
-    Refuse(Error),
-}
-
-impl AuthFailure {
-    pub(crate) fn into_error(self) -> Error {
-        match self {
-            AuthFailure::Audit(error) | AuthFailure::Refuse(error) => error,
-        }
-    }
+    /// The token does not match: [`Shared::wrong_token`] decides what to say.
+    WrongToken,
+    /// No such conversation, or it expired.
+    Refused(Error),
 }
 
 impl Shared {
@@ -128,9 +122,9 @@ impl Shared {
         Error::from_sqlx(error, &self.path, self.options.busy_timeout)
     }
 
-    /// Decides whether `credentials` may act, given the stored token digest
-    /// and expiry of the conversation (`None`: no such conversation).
-    pub(crate) fn authenticate(
+    /// Checks `credentials` against the stored token digest and expiry of
+    /// the conversation (`None`: no such conversation). No side effects.
+    pub(crate) fn verify(
         &self,
         credentials: &Credentials,
         found: Option<(&[u8], Timestamp)>,
@@ -138,33 +132,42 @@ impl Shared {
     ) -> Result<(), AuthFailure> {
         let conversation_id = &credentials.conversation_id;
         let Some((digest, expires_at)) = found else {
-            return Err(AuthFailure::Refuse(Error::NoSuchConversation {
+            return Err(AuthFailure::Refused(Error::NoSuchConversation {
                 conversation_id: conversation_id.clone(),
             }));
         };
         if !self.key.verify(&credentials.token, digest) {
-            return Err(match self.limits.record_failure(conversation_id) {
-                Ok(()) => {
-                    tracing::warn!(
-                        conversation_id = %conversation_id,
-                        session = %credentials.session,
-                        "authentication failed: invalid token"
-                    );
-                    AuthFailure::Audit(Error::InvalidToken {
-                        conversation_id: conversation_id.clone(),
-                        session: credentials.session,
-                    })
-                }
-                Err(retry_after) => AuthFailure::Refuse(Error::RateLimited { retry_after }),
-            });
+            return Err(AuthFailure::WrongToken);
         }
         if expires_at <= now {
-            return Err(AuthFailure::Refuse(Error::Expired {
+            return Err(AuthFailure::Refused(Error::Expired {
                 conversation_id: conversation_id.clone(),
                 expired_at: expires_at,
             }));
         }
         Ok(())
+    }
+
+    /// Spends one of the conversation's budget of failed authentications.
+    /// Returns the error to report and whether to audit it: within the
+    /// budget an audited "invalid token", past it an unaudited "rate limited".
+    pub(crate) fn wrong_token(&self, credentials: &Credentials) -> (Error, bool) {
+        let conversation_id = &credentials.conversation_id;
+        match self.limits.record_failure(conversation_id) {
+            Ok(()) => {
+                tracing::warn!(
+                    conversation_id = %conversation_id,
+                    session = %credentials.session,
+                    "authentication failed: invalid token"
+                );
+                let error = Error::InvalidToken {
+                    conversation_id: conversation_id.clone(),
+                    session: credentials.session,
+                };
+                (error, true)
+            }
+            Err(retry_after) => (Error::RateLimited { retry_after }, false),
+        }
     }
 }
 
@@ -179,6 +182,8 @@ struct Inner {
     shared: Arc<Shared>,
     readers: SqlitePool,
     writer: Writer,
+    /// Checkpoints the WAL after the writer's commits; taken by `close`.
+    checkpointer: Mutex<Option<Checkpointer>>,
     /// Started by the first [`Store::subscribe`]; stopped with the store.
     watcher: Mutex<Option<DatabaseWatcher>>,
 }
@@ -203,7 +208,11 @@ impl Store {
             .create_if_missing(false)
             .foreign_keys(true)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(options.busy_timeout);
+            .busy_timeout(options.busy_timeout)
+            // Checkpoints run in the background (see `checkpoint`); after one,
+            // a WAL grown by a burst is cut back to this size.
+            .pragma("wal_autocheckpoint", "0")
+            .pragma("journal_size_limit", "67108864");
         let sqlx_error = |error| Error::from_sqlx(error, &path, options.busy_timeout);
         // Setup runs through a pool of one: the migrator's future is only
         // `Send` when given a pool. Its connection then becomes the writer's.
@@ -214,8 +223,13 @@ impl Store {
             .map_err(sqlx_error)?;
         let key = setup(&setup_pool, &path, &key_path).await?;
         check_writable(&setup_pool).await.map_err(sqlx_error)?;
-        let connection = setup_pool.acquire().await.map_err(sqlx_error)?.detach();
+        let mut connection = setup_pool.acquire().await.map_err(sqlx_error)?.detach();
         setup_pool.close().await;
+        // The writer waits for other processes' locks itself (see `writer`).
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut connection)
+            .await
+            .map_err(sqlx_error)?;
 
         let readers = SqlitePoolOptions::new()
             .max_connections(options.readers.max(1))
@@ -235,13 +249,20 @@ impl Store {
             path,
             options,
         });
-        let writer = Writer::start(Arc::clone(&shared), connection, connect);
+        let checkpointer =
+            Checkpointer::start(connect.clone(), &shared.changes, shared.path.clone());
+        let writer = Writer::start(
+            Arc::clone(&shared),
+            connection,
+            connect.busy_timeout(Duration::ZERO),
+        );
         tracing::debug!(database = %shared.path.display(), "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
                 readers,
                 writer,
+                checkpointer: Mutex::new(Some(checkpointer)),
                 watcher: Mutex::new(None),
             }),
         })
@@ -261,8 +282,17 @@ impl Store {
     /// afterwards fail with [`Error::Closed`].
     pub async fn close(&self) {
         self.stop_watching();
-        // Readers first: the last connection to close checkpoints the WAL
-        // and removes it, which only the writer's (read-write) one can do.
+        let checkpointer = self
+            .inner
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(checkpointer) = checkpointer {
+            checkpointer.close().await;
+        }
+        // The writer's connection last: the last connection to close
+        // checkpoints the WAL and removes it, which a read-only one cannot.
         self.inner.readers.close().await;
         self.inner.writer.close().await;
     }
@@ -316,17 +346,20 @@ impl Store {
         found: Option<(&[u8], Timestamp)>,
         now: Timestamp,
     ) -> Result<()> {
-        match self.shared().authenticate(credentials, found, now) {
+        match self.shared().verify(credentials, found, now) {
             Ok(()) => Ok(()),
-            Err(AuthFailure::Audit(error)) => {
-                self.submit(AuthFailureOp {
-                    conversation_id: credentials.conversation_id.clone(),
-                    session: credentials.session,
-                })
-                .await?;
+            Err(AuthFailure::Refused(error)) => Err(error),
+            Err(AuthFailure::WrongToken) => {
+                let (error, audit) = self.shared().wrong_token(credentials);
+                if audit {
+                    self.submit(AuthFailureOp {
+                        conversation_id: credentials.conversation_id.clone(),
+                        session: credentials.session,
+                    })
+                    .await?;
+                }
                 Err(error)
             }
-            Err(AuthFailure::Refuse(error)) => Err(error),
         }
     }
 
@@ -480,7 +513,7 @@ async fn setup(pool: &SqlitePool, path: &Path, key_path: &Path) -> Result<Server
         return matching_key(key_path, path, found.fingerprint.as_deref());
     }
 
-    let _lock = SetupLock::acquire(path).await?;
+    let _lock = LockFile::open(path)?.lock().await?;
     // Another process may have done the work while we waited for the lock.
     let found = inspect(pool).await.map_err(sqlx_error)?;
     check_schema(&found, path)?;
@@ -593,30 +626,5 @@ fn migrate_error(error: MigrateError, path: &Path) -> Error {
             path: path.into(),
             message: other.to_string(),
         },
-    }
-}
-
-/// An exclusive `flock` on `<database>.lock`, held during first-time setup
-/// and upgrades. A separate file, because closing any other descriptor of
-/// the database file would drop SQLite's own POSIX locks in this process.
-struct SetupLock {
-    _file: fs::File,
-}
-
-impl SetupLock {
-    async fn acquire(database: &Path) -> Result<SetupLock> {
-        let path = config::lock_file(database);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|error| Error::io("create lock file", &path, error))?;
-        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-            .await
-            .map_err(|error| Error::io("lock", &path, io::Error::other(error)))?
-            .map_err(|error| Error::io("lock", &path, error))?;
-        Ok(SetupLock { _file: file })
     }
 }

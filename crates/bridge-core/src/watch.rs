@@ -1,9 +1,11 @@
 //! Change notification: waking waiters when any process commits to the
 //! database.
 //!
-//! In WAL mode every commit appends to `<database>-wal` (and a checkpoint
-//! writes the database file), so file-system events on those two files
-//! (`notify`: inotify on Linux) mean "something may have changed". Events
+//! In WAL mode every commit writes `<database>-wal`, and only checkpoints
+//! write the database file itself. So a change of the WAL means "something
+//! may have changed", and so does the database file appearing, disappearing
+//! or being renamed (a replaced database); a checkpoint writing it does not.
+//! The events come from `notify` (inotify on Linux). Events
 //! carry no data: a woken waiter queries past its cursor, so a missed or
 //! duplicated event costs one query, never a message. Bursts coalesce: a
 //! waiter that was busy sees one wake-up for any number of events.
@@ -115,8 +117,34 @@ impl Files {
         }
     }
 
-    fn concerns(&self, path: &Path) -> bool {
-        path == self.database || path == self.wal
+    /// Whether an event may mean a commit: the WAL written, created, removed
+    /// or renamed (not its metadata: SQLite changes the owner of a WAL it
+    /// opens as root), or the database file created, removed or renamed (not
+    /// written: that is a checkpoint).
+    fn signals_commit(&self, event: &notify::Event) -> bool {
+        use notify::event::ModifyKind;
+        event.paths.iter().any(|path| {
+            if *path == self.wal {
+                matches!(
+                    event.kind,
+                    EventKind::Create(_)
+                        | EventKind::Remove(_)
+                        | EventKind::Modify(
+                            ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any
+                        )
+                        | EventKind::Any
+                )
+            } else if *path == self.database {
+                matches!(
+                    event.kind,
+                    EventKind::Create(_)
+                        | EventKind::Remove(_)
+                        | EventKind::Modify(ModifyKind::Name(_))
+                )
+            } else {
+                false
+            }
+        })
     }
 
     fn watch(&self, changes: Changes) -> notify::Result<RecommendedWatcher> {
@@ -125,14 +153,7 @@ impl Files {
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 match event {
                     Ok(event) => {
-                        let relevant = matches!(
-                            event.kind,
-                            EventKind::Create(_)
-                                | EventKind::Modify(_)
-                                | EventKind::Remove(_)
-                                | EventKind::Any
-                        ) && event.paths.iter().any(|path| files.concerns(path));
-                        if relevant {
+                        if files.signals_commit(&event) {
                             changes.notify();
                         }
                     }

@@ -2,31 +2,44 @@
 //! through it, in batches (group commit).
 //!
 //! SQLite admits one writer at a time, and through `sqlx` every statement is a
-//! round trip to the connection's worker thread. So instead of one transaction
-//! per call, the writer task takes every operation waiting in its queue and
-//! commits them together, in exactly two round trips per batch:
+//! round trip to the connection's worker thread (two thread hand-offs). So
+//! instead of one transaction per call, the writer task takes every operation
+//! waiting in its queue and commits them together, in one or two round trips:
 //!
-//! 1. **Read phase**: `BEGIN IMMEDIATE` (the write lock, waited for up to the
-//!    busy timeout), then one `SELECT` for the heads (last message id, last
-//!    audit id and hash) and the conversation and session rows that the
-//!    operations of the batch need to authenticate and decide.
-//! 2. **Write phase**: one fixed multi-statement script that inserts, updates
-//!    and deletes from JSON arrays (`json_each`) and ends in `COMMIT`. Its text
-//!    never changes, so SQLite prepares it once per connection.
+//! * **Fast path** (one round trip). The writer remembers the [`State`] its
+//!   last batch left behind (heads of the message and audit sequences, the
+//!   last audit hash, the session rows it has seen). If that covers what the
+//!   new batch needs, the operations run against it in memory and one script
+//!   goes out: `BEGIN IMMEDIATE`, the state query, a **guard**, the writes,
+//!   `COMMIT`. The guard aborts the script before any write if another
+//!   connection committed since (SQLite's `data_version` of this connection
+//!   changed), i.e. if the remembered state may be stale.
+//! * **Slow path** (two round trips): when the guard fired (its script has
+//!   already returned the fresh state and holds the write lock), or nothing
+//!   is remembered: the state query (after `BEGIN IMMEDIATE` if not already
+//!   inside), the operations against the fresh state, then the writes.
 //!
-//! Between the two, each [`Operation`] runs in memory against the [`Batch`]:
-//! it authenticates, checks limits, and adds rows. An operation that fails
-//! adds nothing (the exceptions, both harmless, are the audit row of a failed
-//! authentication and the `last_seen` of an authenticated call). If the write
-//! phase fails, the batch is rolled back and each operation is retried alone,
-//! so one bad operation cannot fail its neighbours.
+//! The writes are one fixed multi-statement script inserting, updating and
+//! deleting from JSON arrays (`json_each`) and ending in `COMMIT`; its text
+//! never changes, so SQLite prepares it once per connection.
+//!
+//! Each [`Operation`] runs in memory against the [`Batch`]: it authenticates,
+//! checks limits, and adds rows. An operation that fails adds nothing (the
+//! exceptions, both harmless, are the audit row of a failed authentication and
+//! the `last_seen` of an authenticated call). An operation may run twice (fast
+//! path, then slow path); what it spends of a rate limit is remembered per
+//! operation, so it is spent once. If the writes fail, the batch is rolled
+//! back and each operation is retried alone, so one bad operation cannot
+//! fail its neighbours.
 //!
 //! Callers submit an operation and await its typed result; a caller that stops
 //! waiting does not cancel a write already queued.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{Connection, Executor, Row};
@@ -46,23 +59,43 @@ const MAX_BATCH: usize = 256;
 /// Operations waiting beyond this make callers wait to enqueue (back-pressure).
 const QUEUE_DEPTH: usize = 4096;
 
+/// The writer forgets the sessions it remembers beyond this many (the next
+/// batch then takes the slow path once).
+const REMEMBERED_SESSIONS: usize = 4096;
+
+/// The message of the guard's error (see the `writer_guard` trigger).
+const STALE: &str = "mcp-bridge: stale writer state";
+
+/// A (conversation, session) pair whose rows an operation reads.
+pub(crate) type Key = (ConversationId, SessionId);
+
 /// A state change that the writer applies inside a batch.
 pub(crate) trait Operation: Send + 'static {
     /// What the caller gets back once the batch has committed.
     type Output: Send + 'static;
 
     /// The (conversation, session) rows the operation needs to read.
-    fn lookups(&self, out: &mut Vec<(ConversationId, SessionId)>);
+    fn lookups(&self, out: &mut Vec<Key>);
 
     /// Decides, and adds the rows of the change to `batch`. Runs with the
-    /// write lock held. Must add nothing if it fails, apart from what
-    /// [`Batch::authenticate`] records.
+    /// write lock held, possibly twice (see the module documentation). Must
+    /// add nothing if it fails, apart from what [`Batch::authenticate`]
+    /// records.
     fn apply(&self, batch: &mut Batch<'_>) -> Result<Self::Output>;
+}
+
+/// What an operation spent of the rate limits, kept across its runs.
+#[derive(Default)]
+struct Spent {
+    /// The verdict of the write quota, once asked.
+    write: Option<Result<()>>,
+    /// The verdict on a wrong token: the error, and whether to audit it.
+    wrong_token: Option<(Error, bool)>,
 }
 
 /// An operation with its caller's reply channel, type-erased for the queue.
 trait Job: Send {
-    fn lookups(&self, out: &mut Vec<(ConversationId, SessionId)>);
+    fn lookups(&self, out: &mut Vec<Key>);
     fn apply(&mut self, batch: &mut Batch<'_>);
     /// Sends the result of `apply`, or `failure` if the batch did not commit.
     fn finish(self: Box<Self>, failure: Option<&Error>);
@@ -70,17 +103,20 @@ trait Job: Send {
 
 struct Pending<O: Operation> {
     operation: O,
+    spent: Spent,
     result: Option<Result<O::Output>>,
     reply: oneshot::Sender<Result<O::Output>>,
 }
 
 impl<O: Operation> Job for Pending<O> {
-    fn lookups(&self, out: &mut Vec<(ConversationId, SessionId)>) {
+    fn lookups(&self, out: &mut Vec<Key>) {
         self.operation.lookups(out);
     }
 
     fn apply(&mut self, batch: &mut Batch<'_>) {
+        batch.spent = std::mem::take(&mut self.spent);
         self.result = Some(self.operation.apply(batch));
+        self.spent = std::mem::take(&mut batch.spent);
     }
 
     fn finish(self: Box<Self>, failure: Option<&Error>) {
@@ -108,8 +144,9 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on `connection`; `connect` reopens it if it
-    /// breaks.
+    /// Starts the writer task on `connection`, which must not wait for locks
+    /// itself (busy timeout zero, see [`LockWait`]); `connect` reopens it if
+    /// it breaks.
     pub(crate) fn start(
         shared: Arc<Shared>,
         connection: SqliteConnection,
@@ -120,6 +157,7 @@ impl Writer {
             shared,
             connection: Some(connection),
             connect,
+            remembered: None,
         };
         Writer {
             queue,
@@ -132,6 +170,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Pending {
             operation,
+            spent: Spent::default(),
             result: None,
             reply,
         });
@@ -172,6 +211,9 @@ struct WriterTask {
     /// batch reconnects.
     connection: Option<SqliteConnection>,
     connect: SqliteConnectOptions,
+    /// The state after the last committed batch, for the fast path; `None`
+    /// after any failure.
+    remembered: Option<State>,
 }
 
 impl WriterTask {
@@ -202,8 +244,8 @@ impl WriterTask {
         }
     }
 
-    /// Commits `jobs` as one batch; if the write phase fails, retries each
-    /// job alone so that only the faulty one fails.
+    /// Commits `jobs` as one batch; if the writes fail, retries each job
+    /// alone so that only the faulty one fails.
     async fn process(&mut self, mut jobs: Vec<Box<dyn Job>>) {
         match self.commit(&mut jobs).await {
             Ok(wrote) => {
@@ -239,57 +281,165 @@ impl WriterTask {
         }
     }
 
-    /// One batch: read phase, the operations in memory, write phase. Returns
-    /// whether anything was written.
+    /// One batch, by the fast path if possible. Returns whether anything was
+    /// written. Leaves `remembered` set only if the batch committed.
     async fn commit(&mut self, jobs: &mut [Box<dyn Job>]) -> Result<bool, Failure> {
         let shared = Arc::clone(&self.shared);
-        let connection = match self.connection.take() {
-            Some(connection) => connection,
-            None => SqliteConnection::connect_with(&self.connect)
+        if self.connection.is_none() {
+            let connection = SqliteConnection::connect_with(&self.connect)
                 .await
-                .map_err(|error| Failure::Read(shared.sqlx_error(error)))?,
-        };
-        let connection = self.connection.insert(connection);
-
+                .map_err(|error| Failure::Read(shared.sqlx_error(error)))?;
+            self.connection = Some(connection);
+        }
         let mut keys = Vec::new();
         for job in jobs.iter() {
             job.lookups(&mut keys);
         }
         keys.sort();
         keys.dedup();
+        let keys_json = keys_json(&keys);
 
-        let rows = match read_phase(connection, &keys).await {
-            Ok(rows) => rows,
-            Err(error) => {
-                self.abandon(&error).await;
-                return Err(Failure::Read(shared.sqlx_error(error)));
+        let remembered = self
+            .remembered
+            .take()
+            .filter(|state| keys.iter().all(|key| state.sessions.contains_key(key)));
+        let fresh_rows = match remembered {
+            Some(state) => {
+                let data_version = state.data_version;
+                let (batch, wrote) = run_jobs(&shared, state, jobs);
+                let params = batch.params();
+                let mut wait = LockWait::new(shared.options.busy_timeout);
+                let outcome = loop {
+                    match self.fast_script(&keys_json, data_version, &params).await {
+                        Err(FastFailure::Failed(error))
+                            if is_busy(&error) && wait.again().await => {}
+                        outcome => break outcome,
+                    }
+                };
+                match outcome {
+                    Ok(()) => {
+                        self.remember(batch.into_state());
+                        return Ok(wrote);
+                    }
+                    // Stale: the lock is held and the fresh rows are here.
+                    Err(FastFailure::Stale(rows)) => rows,
+                    Err(FastFailure::Failed(error)) => {
+                        self.abandon(&error).await;
+                        return Err(Failure::Write(shared.sqlx_error(error)));
+                    }
+                }
             }
+            None => match self
+                .read_phase(&keys_json, shared.options.busy_timeout)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(error) => {
+                    self.abandon(&error).await;
+                    return Err(Failure::Read(shared.sqlx_error(error)));
+                }
+            },
         };
-        let mut batch = match Batch::from_rows(&shared, &rows) {
-            Ok(batch) => batch,
+
+        let state = match State::from_rows(&shared, &keys, &fresh_rows) {
+            Ok(state) => state,
             Err(error) => {
                 self.rollback().await;
                 return Err(Failure::Read(error));
             }
         };
-        for job in jobs.iter_mut() {
-            job.apply(&mut batch);
-        }
-        if batch.is_empty() {
+        let (batch, wrote) = run_jobs(&shared, state, jobs);
+        if !wrote {
             self.rollback().await;
+            self.remember(batch.into_state());
             return Ok(false);
         }
-        let params = batch.into_params();
-        let Some(connection) = self.connection.as_mut() else {
-            return Err(Failure::Write(Error::Closed));
-        };
-        match write_phase(connection, params).await {
-            Ok(()) => Ok(true),
+        match self.write_phase(batch.params()).await {
+            Ok(()) => {
+                self.remember(batch.into_state());
+                Ok(true)
+            }
             Err(error) => {
                 self.abandon(&error).await;
                 Err(Failure::Write(shared.sqlx_error(error)))
             }
         }
+    }
+
+    fn remember(&mut self, state: State) {
+        if state.sessions.len() <= REMEMBERED_SESSIONS {
+            self.remembered = Some(state);
+        }
+    }
+
+    fn connection(&mut self) -> Result<&mut SqliteConnection, sqlx::Error> {
+        self.connection.as_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    /// `BEGIN IMMEDIATE` (waiting up to `busy_timeout` for the lock), then
+    /// the state query.
+    async fn read_phase(
+        &mut self,
+        keys_json: &str,
+        busy_timeout: Duration,
+    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        let mut wait = LockWait::new(busy_timeout);
+        loop {
+            let rows = sqlx::query(READ_SQL)
+                .bind(keys_json)
+                .fetch_all(self.connection()?)
+                .await;
+            match rows {
+                Err(error) if is_busy(&error) && wait.again().await => {}
+                rows => return rows,
+            }
+        }
+    }
+
+    /// The one-round-trip script. On a stale guard, returns the rows of its
+    /// state query, with the transaction still open.
+    async fn fast_script(
+        &mut self,
+        keys_json: &str,
+        data_version: i64,
+        params: &Params,
+    ) -> Result<(), FastFailure> {
+        let connection = self.connection().map_err(FastFailure::Failed)?;
+        let mut stream = sqlx::query(FAST_SQL)
+            .bind(keys_json)
+            .bind(data_version)
+            .bind(params.conversations.as_str())
+            .bind(params.conversations.as_str())
+            .bind(params.messages.as_str())
+            .bind(params.sessions.as_str())
+            .bind(params.audits.as_str())
+            .bind(params.deletions.as_str())
+            .fetch(connection);
+        let mut rows = Vec::new();
+        loop {
+            match stream.try_next().await {
+                Ok(Some(row)) => rows.push(row),
+                Ok(None) => return Ok(()),
+                Err(sqlx::Error::Database(error)) if error.message().contains(STALE) => {
+                    return Err(FastFailure::Stale(rows));
+                }
+                Err(error) => return Err(FastFailure::Failed(error)),
+            }
+        }
+    }
+
+    /// The writes and `COMMIT`, inside the transaction already open.
+    async fn write_phase(&mut self, params: Params) -> Result<(), sqlx::Error> {
+        sqlx::query(WRITE_SQL)
+            .bind(&params.conversations)
+            .bind(&params.conversations)
+            .bind(params.messages)
+            .bind(params.sessions)
+            .bind(params.audits)
+            .bind(params.deletions)
+            .execute(self.connection()?)
+            .await
+            .map(|_| ())
     }
 
     /// Ends the open transaction without writing.
@@ -303,10 +453,11 @@ impl WriterTask {
         }
     }
 
-    /// Cleans up after a failed phase: rolls back a transaction that may be
-    /// open, and drops the connection if the error was not the database's
-    /// own answer (it may be broken).
+    /// Cleans up after a failed phase: forgets the remembered state, rolls
+    /// back a transaction that may be open, and drops the connection if the
+    /// error was not the database's own answer (it may be broken).
     async fn abandon(&mut self, error: &sqlx::Error) {
+        self.remembered = None;
         if matches!(error, sqlx::Error::Database(_)) {
             self.rollback().await;
         } else {
@@ -315,96 +466,161 @@ impl WriterTask {
     }
 }
 
-/// The read phase: takes the write lock and reads the heads and the rows the
-/// batch's operations need. Always returns at least one row (the heads).
-const READ_SQL: &str = "
-BEGIN IMMEDIATE;
-SELECT
-    (SELECT seq FROM sqlite_sequence WHERE name = 'message') AS message_seq,
-    (SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0),
-                coalesce((SELECT max(id) FROM audit), 0))) AS audit_seq,
-    (SELECT hash FROM audit ORDER BY id DESC LIMIT 1) AS audit_head,
-    k.value ->> 0 AS conversation_id,
-    k.value ->> 1 AS session,
-    c.expires_at,
-    CASE k.value ->> 1 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
-    s.status,
-    s.status_at,
-    s.last_heartbeat,
-    s.last_seen,
-    s.delivered_id
-FROM (SELECT 1) AS heads
-LEFT JOIN json_each(?1) AS k
-LEFT JOIN conversation AS c ON c.id = k.value ->> 0
-LEFT JOIN session AS s ON s.conversation_id = c.id AND s.session = k.value ->> 1
-";
+/// Whether `error` is SQLite's `SQLITE_BUSY`. The writer's connection does not
+/// wait in SQLite (its busy timeout is zero), so this means the write lock
+/// was not obtained and nothing ran: the script can simply be sent again. (In
+/// WAL mode only taking the write lock can be busy.)
+fn is_busy(error: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i64 = 5;
+    match error {
+        sqlx::Error::Database(error) => error
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .is_some_and(|code| code & 0xff == SQLITE_BUSY),
+        _ => false,
+    }
+}
 
-async fn read_phase(
-    connection: &mut SqliteConnection,
-    keys: &[(ConversationId, SessionId)],
-) -> Result<Vec<SqliteRow>, sqlx::Error> {
+/// Waiting for another process's write lock, by the writer itself rather
+/// than SQLite's busy handler, whose sleeps grow to 100 ms: under contention
+/// that made a few writes wait a second. Here every attempt comes about a
+/// millisecond after the last (the granularity of Tokio's timer), with jitter
+/// so that waiting processes do not retry in step.
+struct LockWait {
+    started: Instant,
+    limit: Duration,
+}
+
+impl LockWait {
+    fn new(limit: Duration) -> LockWait {
+        LockWait {
+            started: Instant::now(),
+            limit,
+        }
+    }
+
+    /// Sleeps before the next attempt; `false` once the limit has passed.
+    async fn again(&mut self) -> bool {
+        if self.started.elapsed() >= self.limit {
+            return false;
+        }
+        let jitter = getrandom::u32().unwrap_or(0) % 1_000;
+        tokio::time::sleep(Duration::from_micros(500 + u64::from(jitter))).await;
+        true
+    }
+}
+
+/// Why the fast script did not commit.
+enum FastFailure {
+    /// The guard fired: the remembered state was stale. Holds the fresh rows
+    /// of the state query; the transaction is open.
+    Stale(Vec<SqliteRow>),
+    /// Anything else.
+    Failed(sqlx::Error),
+}
+
+/// Runs every job against `state`; returns the batch and whether it writes
+/// anything.
+fn run_jobs<'a>(shared: &'a Shared, state: State, jobs: &mut [Box<dyn Job>]) -> (Batch<'a>, bool) {
+    let mut batch = Batch::new(shared, state);
+    for job in jobs.iter_mut() {
+        job.apply(&mut batch);
+    }
+    let wrote = !batch.is_empty();
+    (batch, wrote)
+}
+
+fn keys_json(keys: &[Key]) -> String {
     let keys: Vec<(&str, &str)> = keys
         .iter()
         .map(|(conversation, session)| (conversation.as_str(), session.as_str()))
         .collect();
-    let keys =
-        serde_json::to_string(&keys).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-    sqlx::query(READ_SQL).bind(keys).fetch_all(connection).await
+    to_json(&keys)
 }
 
-/// The write phase: every insert, update and delete of the batch, from JSON
-/// arrays, then `COMMIT`.
-///
-/// Each statement takes exactly one anonymous `?`, bound in order. (Numbered
-/// `?N` parameters do not survive a multi-statement query in `sqlx`: in a
-/// statement whose highest parameter is `?4` but that does not use `?1` to
-/// `?3`, those slots consume positional arguments, and the named one can end
-/// up unbound, silently NULL.)
-const WRITE_SQL: &str = "
-INSERT INTO conversation (id, role_a, role_b, team, created_at, expires_at, token_digest_a, token_digest_b)
-    SELECT value ->> 'id', value ->> 'role_a', value ->> 'role_b', value ->> 'team',
-           value ->> 'created_at', value ->> 'expires_at',
-           unhex(value ->> 'digest_a'), unhex(value ->> 'digest_b')
-    FROM json_each(?);
-INSERT INTO session (conversation_id, session)
-    SELECT c.value ->> 'id', s.column1 FROM json_each(?) AS c, (VALUES ('a'), ('b')) AS s;
-INSERT INTO message (id, conversation_id, sender, recipient, body, action_type,
-                     files_involved, metadata, redacted, created_at)
-    SELECT value ->> 'id', value ->> 'conversation_id', value ->> 'sender', value ->> 'recipient',
-           value ->> 'body', value ->> 'action_type', value ->> 'files_involved',
-           value ->> 'metadata', value ->> 'redacted', value ->> 'created_at'
-    FROM json_each(?);
-UPDATE session
-    SET status = u.value ->> 'status',
-        status_at = u.value ->> 'status_at',
-        last_heartbeat = u.value ->> 'last_heartbeat',
-        last_seen = u.value ->> 'last_seen',
-        delivered_id = u.value ->> 'delivered_id'
-    FROM json_each(?) AS u
-    WHERE session.conversation_id = u.value ->> 'conversation_id'
-      AND session.session = u.value ->> 'session';
-INSERT INTO audit (id, at, conversation_id, session, action, detail, prev_hash, hash)
-    SELECT value ->> 'id', value ->> 'at', value ->> 'conversation_id', value ->> 'session',
-           value ->> 'action', value ->> 'detail', value ->> 'prev_hash', value ->> 'hash'
-    FROM json_each(?);
-DELETE FROM conversation WHERE id IN (SELECT value FROM json_each(?));
-COMMIT;
-";
-
-async fn write_phase(connection: &mut SqliteConnection, params: Params) -> Result<(), sqlx::Error> {
-    sqlx::query(WRITE_SQL)
-        .bind(&params.conversations)
-        .bind(&params.conversations)
-        .bind(params.messages)
-        .bind(params.sessions)
-        .bind(params.audits)
-        .bind(params.deletions)
-        .execute(connection)
-        .await
-        .map(|_| ())
+/// The state query: this connection's `data_version`, the heads, and the
+/// conversation and session rows of the keys in `?` (a JSON array of
+/// `[conversation_id, session]`). Always at least one row (the heads).
+macro_rules! state_query {
+    () => {
+        "SELECT
+            (SELECT data_version FROM pragma_data_version) AS data_version,
+            (SELECT seq FROM sqlite_sequence WHERE name = 'message') AS message_seq,
+            (SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0),
+                        coalesce((SELECT max(id) FROM audit), 0))) AS audit_seq,
+            (SELECT hash FROM audit ORDER BY id DESC LIMIT 1) AS audit_head,
+            k.value ->> 0 AS conversation_id,
+            k.value ->> 1 AS session,
+            c.expires_at,
+            CASE k.value ->> 1 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
+            s.status,
+            s.status_at,
+            s.last_heartbeat,
+            s.last_seen,
+            s.delivered_id
+        FROM (SELECT 1) AS heads
+        LEFT JOIN json_each(?) AS k
+        LEFT JOIN conversation AS c ON c.id = k.value ->> 0
+        LEFT JOIN session AS s ON s.conversation_id = c.id AND s.session = k.value ->> 1;"
+    };
 }
 
-/// The JSON arrays the write phase reads.
+/// The writes of a batch from JSON arrays, then `COMMIT`. Each statement takes
+/// exactly one anonymous `?`, bound in order. (Numbered `?N` parameters do not
+/// survive a multi-statement query in `sqlx`: in a statement whose highest
+/// parameter is `?4` but that does not use `?1` to `?3`, those slots consume
+/// positional arguments, and the named one can end up unbound, silently
+/// NULL.) Messages and audit rows, the bulk of the data, travel as arrays in
+/// column order, which SQLite takes apart faster than objects.
+macro_rules! writes {
+    () => {
+        "INSERT INTO conversation (id, role_a, role_b, team, created_at, expires_at, token_digest_a, token_digest_b)
+            SELECT value ->> 'id', value ->> 'role_a', value ->> 'role_b', value ->> 'team',
+                   value ->> 'created_at', value ->> 'expires_at',
+                   unhex(value ->> 'digest_a'), unhex(value ->> 'digest_b')
+            FROM json_each(?);
+        INSERT INTO session (conversation_id, session)
+            SELECT c.value ->> 'id', s.column1 FROM json_each(?) AS c, (VALUES ('a'), ('b')) AS s;
+        INSERT INTO message (id, conversation_id, sender, recipient, body, action_type,
+                             files_involved, metadata, redacted, created_at)
+            SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
+                   value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9
+            FROM json_each(?);
+        UPDATE session
+            SET status = u.value ->> 'status',
+                status_at = u.value ->> 'status_at',
+                last_heartbeat = u.value ->> 'last_heartbeat',
+                last_seen = u.value ->> 'last_seen',
+                delivered_id = u.value ->> 'delivered_id'
+            FROM json_each(?) AS u
+            WHERE session.conversation_id = u.value ->> 'conversation_id'
+              AND session.session = u.value ->> 'session';
+        INSERT INTO audit (id, at, conversation_id, session, action, detail, prev_hash, hash)
+            SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,
+                   value ->> 4, value ->> 5, value ->> 6, value ->> 7
+            FROM json_each(?);
+        DELETE FROM conversation WHERE id IN (SELECT value FROM json_each(?));
+        COMMIT;"
+    };
+}
+
+/// Slow path, first round trip: the write lock, then the state.
+const READ_SQL: &str = concat!("BEGIN IMMEDIATE;", state_query!());
+
+/// Slow path, second round trip.
+const WRITE_SQL: &str = writes!();
+
+/// Fast path: the lock, the state (returned in case the guard fires), the
+/// guard (binds the remembered `data_version`), the writes.
+const FAST_SQL: &str = concat!(
+    "BEGIN IMMEDIATE;",
+    state_query!(),
+    "INSERT INTO writer_guard (data_version)
+        SELECT data_version FROM pragma_data_version WHERE data_version IS NOT ?;",
+    writes!()
+);
+
+/// The JSON arrays the writes read.
 struct Params {
     conversations: String,
     messages: String,
@@ -427,8 +643,9 @@ pub(crate) struct ConversationRow {
     pub(crate) digest_b: String,
 }
 
-/// A message to insert; its id is assigned by [`Batch::insert_message`].
-#[derive(Clone, Serialize)]
+/// A message to insert; its id and time are assigned by
+/// [`Batch::insert_message`].
+#[derive(Clone)]
 pub(crate) struct MessageRow {
     id: i64,
     pub(crate) conversation_id: ConversationId,
@@ -472,8 +689,8 @@ impl MessageRow {
     }
 }
 
-/// The state of one session as the batch sees it: read in the read phase,
-/// changed by operations, written back in full if changed.
+/// The state of one session as the writer sees it: read by a state query,
+/// changed by operations, written back in full when changed.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct SessionRow {
     #[serde(skip)]
@@ -491,7 +708,6 @@ pub(crate) struct SessionRow {
     pub(crate) delivered_id: i64,
 }
 
-#[derive(Serialize)]
 struct AuditRow {
     id: i64,
     at: i64,
@@ -503,60 +719,50 @@ struct AuditRow {
     hash: String,
 }
 
-/// Everything one batch reads and writes.
-pub(crate) struct Batch<'a> {
-    /// The time of the batch, taken once the write lock is held, so that
-    /// times along the audit chain never go backwards within a database.
-    pub(crate) now: Timestamp,
-    shared: &'a Shared,
-    sessions: HashMap<(ConversationId, SessionId), SessionRow>,
+/// What the writer knows of the database: read by a state query, carried
+/// forward by its own batches.
+struct State {
+    /// This connection's `data_version` when the state was read: it changes
+    /// when any other connection commits.
+    data_version: i64,
     last_message_id: i64,
     last_audit_id: i64,
     last_hash: String,
-    conversations: Vec<ConversationRow>,
-    messages: Vec<MessageRow>,
-    audits: Vec<AuditRow>,
-    deletions: Vec<ConversationId>,
+    /// Every session looked up; `None` where its conversation does not exist.
+    sessions: HashMap<Key, Option<SessionRow>>,
 }
 
-impl<'a> Batch<'a> {
-    fn from_rows(shared: &'a Shared, rows: &[SqliteRow]) -> Result<Batch<'a>> {
+impl State {
+    /// The state from the rows of a state query for `keys`.
+    fn from_rows(shared: &Shared, keys: &[Key], rows: &[SqliteRow]) -> Result<State> {
         let corrupt = |error: sqlx::Error| shared.sqlx_error(error);
-        let first = rows.first();
-        let head = |column: &str| -> Result<Option<i64>> {
-            first
-                .map(|row| row.try_get::<Option<i64>, _>(column))
-                .transpose()
-                .map(Option::flatten)
-                .map_err(corrupt)
-        };
-        let last_message_id = head("message_seq")?.unwrap_or(0);
-        let last_audit_id = head("audit_seq")?.unwrap_or(0);
-        let last_hash = first
-            .map(|row| row.try_get::<Option<String>, _>("audit_head"))
-            .transpose()
-            .map_err(corrupt)?
-            .flatten()
-            .unwrap_or_else(|| GENESIS_HASH.to_owned());
-
-        let mut sessions = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let Some(conversation_id) = row
-                .try_get::<Option<String>, _>("conversation_id")
+        let first = rows.first().ok_or_else(|| Error::Database {
+            path: shared.path.clone(),
+            message: "the state query returned no row".into(),
+        })?;
+        let last_hash: Option<String> = first.try_get("audit_head").map_err(corrupt)?;
+        let mut state = State {
+            data_version: first.try_get("data_version").map_err(corrupt)?,
+            last_message_id: first
+                .try_get::<Option<i64>, _>("message_seq")
                 .map_err(corrupt)?
-            else {
-                continue;
-            };
+                .unwrap_or(0),
+            last_audit_id: first.try_get("audit_seq").map_err(corrupt)?,
+            last_hash: last_hash.unwrap_or_else(|| GENESIS_HASH.to_owned()),
+            sessions: keys.iter().map(|key| (key.clone(), None)).collect(),
+        };
+        for row in rows {
             let Some(expires_at) = row
                 .try_get::<Option<i64>, _>("expires_at")
                 .map_err(corrupt)?
             else {
-                // No such conversation: the operation will say so.
+                // No such conversation (or no keys at all).
                 continue;
             };
+            let conversation_id: String = row.try_get("conversation_id").map_err(corrupt)?;
             let session: String = row.try_get("session").map_err(corrupt)?;
             let status: Option<String> = row.try_get("status").map_err(corrupt)?;
-            let key: (ConversationId, SessionId) = (conversation_id.parse()?, session.parse()?);
+            let key: Key = (conversation_id.parse()?, session.parse()?);
             let session_row = SessionRow {
                 expires_at: Timestamp::from_millis(expires_at),
                 digest: row.try_get("digest").map_err(corrupt)?,
@@ -569,41 +775,73 @@ impl<'a> Batch<'a> {
                 last_seen: row.try_get("last_seen").map_err(corrupt)?,
                 delivered_id: row.try_get("delivered_id").map_err(corrupt)?,
             };
-            sessions.insert(key, session_row);
+            state.sessions.insert(key, Some(session_row));
         }
-        Ok(Batch {
+        Ok(state)
+    }
+}
+
+/// Everything one batch reads and writes.
+pub(crate) struct Batch<'a> {
+    /// The time of the batch, taken once the write lock is held (or about to
+    /// be), so that times along the audit chain never go backwards.
+    pub(crate) now: Timestamp,
+    shared: &'a Shared,
+    state: State,
+    /// What the operation now running has spent of the rate limits.
+    spent: Spent,
+    conversations: Vec<ConversationRow>,
+    messages: Vec<MessageRow>,
+    audits: Vec<AuditRow>,
+    deletions: Vec<ConversationId>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(shared: &'a Shared, state: State) -> Batch<'a> {
+        Batch {
             now: Timestamp::now(),
             shared,
-            sessions,
-            last_message_id,
-            last_audit_id,
-            last_hash,
+            state,
+            spent: Spent::default(),
             conversations: Vec::new(),
             messages: Vec::new(),
             audits: Vec::new(),
             deletions: Vec::new(),
-        })
+        }
     }
 
-    /// Authenticates `credentials` against the rows read for the batch and
-    /// records the call in the session's `last_seen`. A wrong token within
-    /// the failure budget is audited.
+    /// Authenticates `credentials` and records the call in the session's
+    /// `last_seen` (if that is older than the store's resolution). A wrong
+    /// token within the failure budget is audited.
     pub(crate) fn authenticate(&mut self, credentials: &Credentials) -> Result<()> {
         let key = (credentials.conversation_id.clone(), credentials.session);
         let found = self
-            .sessions
-            .get(&key)
+            .session(&key.0, key.1)
             .map(|row| (row.digest.as_slice(), row.expires_at));
-        if let Err(failure) = self.shared.authenticate(credentials, found, self.now) {
-            if let AuthFailure::Audit(error) = failure {
-                self.audit_auth_failure(&credentials.conversation_id, credentials.session);
+        match self.shared.verify(credentials, found, self.now) {
+            Ok(()) => {}
+            Err(AuthFailure::Refused(error)) => return Err(error),
+            Err(AuthFailure::WrongToken) => {
+                let shared = self.shared;
+                let (error, audit) = self
+                    .spent
+                    .wrong_token
+                    .get_or_insert_with(|| shared.wrong_token(credentials))
+                    .clone();
+                if audit {
+                    self.audit_auth_failure(&key.0, key.1);
+                }
                 return Err(error);
             }
-            return Err(failure.into_error());
         }
-        let now = self.now.as_millis();
-        if let Some(row) = self.session_mut(&key.0, key.1) {
-            row.last_seen = Some(now);
+        let now = self.now;
+        let resolution = self.shared.options.last_seen_resolution;
+        let stale = self.session(&key.0, key.1).is_some_and(|row| {
+            row.last_seen
+                .is_none_or(|seen| Timestamp::from_millis(seen).age_at(now) >= resolution)
+        });
+        if stale && let Some(row) = self.session_mut(&key.0, key.1) {
+            row.last_seen = Some(now.as_millis());
         }
         Ok(())
     }
@@ -622,13 +860,16 @@ impl<'a> Batch<'a> {
         );
     }
 
-    /// The state of a session read for this batch, if its conversation exists.
+    /// The state of a session, if its conversation exists.
     pub(crate) fn session(
         &self,
         conversation_id: &ConversationId,
         session: SessionId,
     ) -> Option<&SessionRow> {
-        self.sessions.get(&(conversation_id.clone(), session))
+        self.state
+            .sessions
+            .get(&(conversation_id.clone(), session))
+            .and_then(Option::as_ref)
     }
 
     /// The state of a session, to be changed; it is written back at commit.
@@ -637,16 +878,25 @@ impl<'a> Batch<'a> {
         conversation_id: &ConversationId,
         session: SessionId,
     ) -> Option<&mut SessionRow> {
-        let row = self.sessions.get_mut(&(conversation_id.clone(), session))?;
+        let row = self
+            .state
+            .sessions
+            .get_mut(&(conversation_id.clone(), session))?
+            .as_mut()?;
         row.dirty = true;
         Some(row)
     }
 
-    /// Spends one write of the session's rate-limit quota.
-    pub(crate) fn check_write(&self, credentials: &Credentials) -> Result<()> {
-        self.shared
-            .limits
-            .check_write(&credentials.conversation_id, credentials.session)
+    /// Spends one write of the session's rate-limit quota (once per
+    /// operation, however often it runs).
+    pub(crate) fn check_write(&mut self, credentials: &Credentials) -> Result<()> {
+        let limits = &self.shared.limits;
+        self.spent
+            .write
+            .get_or_insert_with(|| {
+                limits.check_write(&credentials.conversation_id, credentials.session)
+            })
+            .clone()
     }
 
     /// Adds a conversation and its two sessions.
@@ -656,17 +906,21 @@ impl<'a> Batch<'a> {
 
     /// Adds a message; returns its id and time.
     pub(crate) fn insert_message(&mut self, mut row: MessageRow) -> (i64, Timestamp) {
-        self.last_message_id += 1;
-        row.id = self.last_message_id;
+        self.state.last_message_id += 1;
+        row.id = self.state.last_message_id;
         row.created_at = self.now.as_millis();
         self.messages.push(row);
-        (self.last_message_id, self.now)
+        (self.state.last_message_id, self.now)
     }
 
     /// Deletes a conversation with everything that hangs off it. Later
     /// operations of the batch no longer find it.
     pub(crate) fn delete_conversation(&mut self, conversation_id: &ConversationId) {
-        self.sessions.retain(|(id, _), _| id != conversation_id);
+        for ((id, _), row) in &mut self.state.sessions {
+            if id == conversation_id {
+                *row = None;
+            }
+        }
         self.deletions.push(conversation_id.clone());
     }
 
@@ -678,17 +932,15 @@ impl<'a> Batch<'a> {
         action: &'static str,
         detail: serde_json::Value,
     ) {
-        let id = self.last_audit_id + 1;
+        let id = self.state.last_audit_id + 1;
         let at = self.now.as_millis();
         let detail = detail.to_string();
-        let conversation = conversation_id.map(ConversationId::as_str);
-        let session_text = session.map(SessionId::as_str);
         let hash = audit::chain_hash(
-            &self.last_hash,
+            &self.state.last_hash,
             id,
             at,
-            conversation,
-            session_text,
+            conversation_id.map(ConversationId::as_str),
+            session.map(SessionId::as_str),
             action,
             &detail,
         );
@@ -699,10 +951,10 @@ impl<'a> Batch<'a> {
             session,
             action,
             detail,
-            prev_hash: std::mem::replace(&mut self.last_hash, hash.clone()),
+            prev_hash: std::mem::replace(&mut self.state.last_hash, hash.clone()),
             hash,
         });
-        self.last_audit_id = id;
+        self.state.last_audit_id = id;
     }
 
     fn is_empty(&self) -> bool {
@@ -710,18 +962,68 @@ impl<'a> Batch<'a> {
             && self.messages.is_empty()
             && self.audits.is_empty()
             && self.deletions.is_empty()
-            && !self.sessions.values().any(|row| row.dirty)
+            && !self.state.sessions.values().flatten().any(|row| row.dirty)
     }
 
-    fn into_params(self) -> Params {
-        let sessions: Vec<&SessionRow> = self.sessions.values().filter(|row| row.dirty).collect();
+    /// The JSON arrays of the writes.
+    fn params(&self) -> Params {
+        let sessions: Vec<&SessionRow> = self
+            .state
+            .sessions
+            .values()
+            .flatten()
+            .filter(|row| row.dirty)
+            .collect();
+        // Column order of the writes' message and audit inserts.
+        let messages: Vec<_> = self
+            .messages
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    &m.conversation_id,
+                    m.sender,
+                    m.recipient,
+                    &m.body,
+                    m.action_type,
+                    &m.files_involved,
+                    &m.metadata,
+                    m.redacted,
+                    m.created_at,
+                )
+            })
+            .collect();
+        let audits: Vec<_> = self
+            .audits
+            .iter()
+            .map(|a| {
+                (
+                    a.id,
+                    a.at,
+                    &a.conversation_id,
+                    a.session,
+                    a.action,
+                    &a.detail,
+                    &a.prev_hash,
+                    &a.hash,
+                )
+            })
+            .collect();
         Params {
             conversations: to_json(&self.conversations),
-            messages: to_json(&self.messages),
+            messages: to_json(&messages),
             sessions: to_json(&sessions),
-            audits: to_json(&self.audits),
+            audits: to_json(&audits),
             deletions: to_json(&self.deletions),
         }
+    }
+
+    /// The state after this batch commits: what the next batch starts from.
+    fn into_state(mut self) -> State {
+        for row in self.state.sessions.values_mut().flatten() {
+            row.dirty = false;
+        }
+        self.state
     }
 }
 

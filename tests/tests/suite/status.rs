@@ -124,3 +124,44 @@ async fn only_changes_of_status_are_audited() {
     assert_eq!(detail, r#"{"from":"working","to":"blocked"}"#);
     store.close().await;
 }
+
+/// A store's writer remembers the state its last batch left; a change made
+/// through another store (another process) in between must not be missed.
+#[tokio::test]
+async fn a_change_through_another_store_is_not_missed() {
+    let db = TempDb::new();
+    let one = db.open().await;
+    let two = db.open().await;
+    let conversation = pair(&one).await;
+    one.set_status(&conversation.b, Status::Working)
+        .await
+        .unwrap();
+    two.set_status(&conversation.b, Status::Blocked)
+        .await
+        .unwrap();
+    // `one` remembers "working"; the database says "blocked".
+    one.set_status(&conversation.b, Status::Working)
+        .await
+        .unwrap();
+    let mut raw = db.raw().await;
+    let details: Vec<String> =
+        sqlx::query_scalar("SELECT detail FROM audit WHERE action = 'status_changed' ORDER BY id")
+            .fetch_all(&mut raw)
+            .await
+            .unwrap();
+    assert_eq!(
+        details,
+        vec![
+            r#"{"from":null,"to":"working"}"#,
+            r#"{"from":"working","to":"blocked"}"#,
+            r#"{"from":"blocked","to":"working"}"#,
+        ]
+    );
+    assert_eq!(
+        one.partner_status(&conversation.a).await.unwrap().status,
+        Some(Status::Working)
+    );
+    assert!(one.verify_audit().await.unwrap().is_intact());
+    one.close().await;
+    two.close().await;
+}
