@@ -221,7 +221,7 @@ impl Store {
             .connect_with(connect.clone())
             .await
             .map_err(sqlx_error)?;
-        let key = setup(&setup_pool, &path, &key_path).await?;
+        let key = setup(&setup_pool, &path, &key_path, options.busy_timeout).await?;
         check_writable(&setup_pool).await.map_err(sqlx_error)?;
         let mut connection = setup_pool.acquire().await.map_err(sqlx_error)?.detach();
         setup_pool.close().await;
@@ -295,11 +295,12 @@ impl Store {
         // checkpoints the WAL and removes it, which a read-only one cannot.
         self.inner.readers.close().await;
         self.inner.writer.close().await;
+        self.inner.shared.changes.close();
     }
 
     /// A subscription that wakes whenever any process commits to the
-    /// database. The first call starts watching the database's directory.
-    /// Must be called inside a Tokio runtime.
+    /// database, until the store is closed. The first call starts watching
+    /// the database's directory. Must be called inside a Tokio runtime.
     pub fn subscribe(&self) -> ChangeSubscription {
         let shared = &self.inner.shared;
         let mut watcher = self
@@ -307,7 +308,7 @@ impl Store {
             .watcher
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if watcher.is_none() {
+        if watcher.is_none() && !shared.changes.is_closed() {
             *watcher = Some(DatabaseWatcher::start(
                 &shared.path,
                 shared.changes.clone(),
@@ -503,8 +504,13 @@ async fn inspect(pool: &SqlitePool) -> Result<Found, sqlx::Error> {
 
 /// Brings the database up to date and returns the server key that belongs
 /// to it.
-async fn setup(pool: &SqlitePool, path: &Path, key_path: &Path) -> Result<ServerKey> {
-    let sqlx_error = |error| Error::from_sqlx(error, path, Duration::ZERO);
+async fn setup(
+    pool: &SqlitePool,
+    path: &Path,
+    key_path: &Path,
+    busy_timeout: Duration,
+) -> Result<ServerKey> {
+    let sqlx_error = |error| Error::from_sqlx(error, path, busy_timeout);
     let found = inspect(pool).await.map_err(sqlx_error)?;
     check_schema(&found, path)?;
     let ours: BTreeSet<i64> = MIGRATOR.iter().map(|migration| migration.version).collect();

@@ -17,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -25,22 +26,46 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
-/// The signal: a counter bumped on every possible change.
+/// The signal: a counter bumped on every possible change, and whether the
+/// store is closed.
 #[derive(Clone)]
-pub(crate) struct Changes(Arc<watch::Sender<u64>>);
+pub(crate) struct Changes(Arc<Signal>);
+
+struct Signal {
+    counter: watch::Sender<u64>,
+    closed: AtomicBool,
+}
 
 impl Changes {
     pub(crate) fn new() -> Changes {
-        Changes(Arc::new(watch::Sender::new(0)))
+        Changes(Arc::new(Signal {
+            counter: watch::Sender::new(0),
+            closed: AtomicBool::new(false),
+        }))
     }
 
     /// Wakes every subscriber.
     pub(crate) fn notify(&self) {
-        self.0.send_modify(|count| *count = count.wrapping_add(1));
+        self.0
+            .counter
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     pub(crate) fn subscribe(&self) -> ChangeSubscription {
-        ChangeSubscription(self.0.subscribe())
+        ChangeSubscription {
+            signal: Arc::clone(&self.0),
+            counter: self.0.counter.subscribe(),
+        }
+    }
+
+    /// Ends every subscription: their waits fail with [`Error::Closed`].
+    pub(crate) fn close(&self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+        self.notify();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -49,13 +74,24 @@ impl Changes {
 ///
 /// The pattern that loses nothing: subscribe, query, and only then wait, then
 /// query again after each wake-up.
-pub struct ChangeSubscription(watch::Receiver<u64>);
+pub struct ChangeSubscription {
+    signal: Arc<Signal>,
+    counter: watch::Receiver<u64>,
+}
 
 impl ChangeSubscription {
     /// Waits until something changed since the subscription was made or
     /// last woke. Fails with [`Error::Closed`] once the store is closed.
     pub async fn changed(&mut self) -> Result<()> {
-        self.0.changed().await.map_err(|_| Error::Closed)
+        let closed = |signal: &Signal| signal.closed.load(Ordering::SeqCst);
+        if closed(&self.signal) {
+            return Err(Error::Closed);
+        }
+        self.counter.changed().await.map_err(|_| Error::Closed)?;
+        if closed(&self.signal) {
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 }
 
