@@ -100,17 +100,11 @@ pub async fn pair(store: &Store) -> Pair {
 
 /// The credentials of both sessions of `created`.
 pub fn pair_of(created: CreatedConversation) -> Pair {
-    let a = Credentials {
-        conversation_id: created.id.clone(),
-        session: SessionId::A,
-        token: created.token_a.clone(),
-    };
-    let b = Credentials {
-        session: SessionId::B,
-        token: created.token_b.clone(),
-        ..a.clone()
-    };
-    Pair { created, a, b }
+    Pair {
+        a: created.credentials(SessionId::A),
+        b: created.credentials(SessionId::B),
+        created,
+    }
 }
 
 /// Whether this process runs with root's privileges (which ignore file

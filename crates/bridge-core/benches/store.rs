@@ -218,17 +218,10 @@ async fn conversation(store: &Store) -> (Credentials, Credentials) {
         .create_conversation(NewConversation::new("orchestrator", "worker"))
         .await
         .expect("create");
-    let a = Credentials {
-        conversation_id: created.id.clone(),
-        session: SessionId::A,
-        token: created.token_a,
-    };
-    let b = Credentials {
-        session: SessionId::B,
-        token: created.token_b,
-        ..a.clone()
-    };
-    (a, b)
+    (
+        created.credentials(SessionId::A),
+        created.credentials(SessionId::B),
+    )
 }
 
 /// Whether each writer sends in a conversation of its own (a team of

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bridge_core::config;
 use bridge_core::{
-    ActionType, Credentials, NewConversation, NewMessage, SessionId, Status, Store, StoreOptions,
+    ActionType, NewConversation, NewMessage, SessionId, Status, Store, StoreOptions,
 };
 
 #[tokio::main]
@@ -40,16 +40,8 @@ async fn run() -> bridge_core::Result<()> {
         "created {} (expires {}); two 64-hex tokens issued, stored only as HMAC digests",
         created.id, created.expires_at
     ));
-    let orchestrator = Credentials {
-        conversation_id: created.id.clone(),
-        session: SessionId::A,
-        token: created.token_a.clone(),
-    };
-    let worker = Credentials {
-        session: SessionId::B,
-        token: created.token_b.clone(),
-        ..orchestrator.clone()
-    };
+    let orchestrator = created.credentials(SessionId::A);
+    let worker = created.credentials(SessionId::B);
 
     store.set_status(&worker, Status::Waiting).await?;
     let mut ask =

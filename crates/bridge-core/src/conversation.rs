@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::auth::{ConversationId, SessionId, Token};
+use crate::auth::{ConversationId, Credentials, SessionId, Token};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -70,6 +70,20 @@ pub struct CreatedConversation {
     pub created_at: Timestamp,
     /// When it expires.
     pub expires_at: Timestamp,
+}
+
+impl CreatedConversation {
+    /// The credentials of one side, to act as it or to hand them over.
+    pub fn credentials(&self, session: SessionId) -> Credentials {
+        Credentials {
+            conversation_id: self.id.clone(),
+            session,
+            token: match session {
+                SessionId::A => self.token_a.clone(),
+                SessionId::B => self.token_b.clone(),
+            },
+        }
+    }
 }
 
 /// Checks a name against its length bounds, after trimming; rejects control

@@ -17,16 +17,14 @@
 //!
 //! ```no_run
 //! # async fn demo() -> bridge_core::Result<()> {
-//! use bridge_core::{Credentials, NewConversation, NewMessage, Store, StoreOptions};
+//! use bridge_core::{NewConversation, NewMessage, SessionId, Store, StoreOptions};
 //!
 //! let store = Store::open(StoreOptions::new("/tmp/bridge.db")).await?;
 //! let created = store.create_conversation(NewConversation::new("orchestrator", "worker")).await?;
-//! let orchestrator = Credentials {
-//!     conversation_id: created.id.clone(),
-//!     session: bridge_core::SessionId::A,
-//!     token: created.token_a.clone(),
-//! };
+//! let orchestrator = created.credentials(SessionId::A);
+//! let worker = created.credentials(SessionId::B); // to hand to the worker, once
 //! store.send(&orchestrator, NewMessage::new("Please review src/lib.rs")).await?;
+//! let received = store.check(&worker, 100).await?;
 //! # Ok(()) }
 //! ```
 //!

@@ -84,22 +84,82 @@ async fn every_state_change_writes_exactly_one_row() {
     store.close().await;
 }
 
-async fn verify(db: &TempDb) -> Option<BadRow> {
+/// Runs `tampering` on a busy database's raw file, then verifies the chain
+/// through a store; returns the first bad row.
+async fn tampered(tampering: &str) -> BadRow {
+    let db = busy_database().await;
+    let mut raw = db.raw().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(tampering.to_owned()))
+        .execute(&mut raw)
+        .await
+        .unwrap();
     let store = db.open().await;
     let report = store.verify_audit().await.unwrap();
     store.close().await;
-    report.first_bad
+    report.first_bad.expect("the tampering was not found")
+}
+
+/// The hash of a row as `audit.rs` documents it, computed independently:
+/// `SHA-256(prev_hash ‖ [id, at, conversation_id, session, action, detail])`.
+fn documented_hash(
+    prev_hash: &str,
+    id: i64,
+    at: i64,
+    conversation_id: Option<&str>,
+    session: Option<&str>,
+    action: &str,
+    detail: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::json!([id, at, conversation_id, session, action, detail]);
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(canonical.to_string().as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    at: i64,
+    conversation_id: Option<String>,
+    session: Option<String>,
+    action: String,
+    detail: String,
+    prev_hash: String,
+    hash: String,
+}
+
+#[tokio::test]
+async fn anyone_can_recompute_the_chain_from_the_documentation() {
+    let db = busy_database().await;
+    let mut raw = db.raw().await;
+    let rows: Vec<Row> = sqlx::query_as("SELECT * FROM audit ORDER BY id")
+        .fetch_all(&mut raw)
+        .await
+        .unwrap();
+    let mut prev = "0".repeat(64);
+    for row in &rows {
+        assert_eq!(row.prev_hash, prev, "row {}", row.id);
+        let hash = documented_hash(
+            &row.prev_hash,
+            row.id,
+            row.at,
+            row.conversation_id.as_deref(),
+            row.session.as_deref(),
+            &row.action,
+            &row.detail,
+        );
+        assert_eq!(row.hash, hash, "row {}", row.id);
+        prev = hash;
+    }
+    assert_eq!(rows.len(), 7);
 }
 
 #[tokio::test]
 async fn an_edited_row_is_found() {
-    let db = busy_database().await;
-    let mut raw = db.raw().await;
-    sqlx::query(r#"UPDATE audit SET detail = '{"from":null,"to":"complete"}' WHERE id = 5"#)
-        .execute(&mut raw)
-        .await
-        .unwrap();
-    let bad = verify(&db).await.unwrap();
+    let bad =
+        tampered(r#"UPDATE audit SET detail = '{"from":null,"to":"complete"}' WHERE id = 5"#).await;
     assert_eq!(bad.id, 5);
     assert_eq!(
         bad.to_string(),
@@ -109,26 +169,44 @@ async fn an_edited_row_is_found() {
 
 #[tokio::test]
 async fn an_edit_with_a_recomputed_hash_is_found_at_the_next_row() {
+    // The forger rewrites row 3 and gives it the correct hash of its new
+    // contents; row 4 still points at the old hash.
     let db = busy_database().await;
     let mut raw = db.raw().await;
-    // The forger rewrites row 3 and gives it a fresh, valid-looking hash;
-    // row 4 still points at the old one.
-    sqlx::query("UPDATE audit SET at = at + 1, hash = 'ab' || substr(hash, 3) WHERE id = 3")
+    let row: Row = sqlx::query_as("SELECT * FROM audit WHERE id = 3")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    let forged_detail =
+        r#"{"action_type":"info","chars":1,"message_id":2,"redacted":false,"to":"b"}"#;
+    let forged_hash = documented_hash(
+        &row.prev_hash,
+        row.id,
+        row.at,
+        row.conversation_id.as_deref(),
+        row.session.as_deref(),
+        &row.action,
+        forged_detail,
+    );
+    sqlx::query("UPDATE audit SET detail = ?1, hash = ?2 WHERE id = 3")
+        .bind(forged_detail)
+        .bind(&forged_hash)
         .execute(&mut raw)
         .await
         .unwrap();
-    assert_eq!(verify(&db).await.unwrap().id, 3);
+    let store = db.open().await;
+    let bad = store.verify_audit().await.unwrap().first_bad.unwrap();
+    store.close().await;
+    assert_eq!(bad.id, 4);
+    assert_eq!(
+        bad.problem,
+        "its prev_hash is not the hash of the row before it; rows were removed or reordered"
+    );
 }
 
 #[tokio::test]
 async fn a_deleted_row_is_found() {
-    let db = busy_database().await;
-    let mut raw = db.raw().await;
-    sqlx::query("DELETE FROM audit WHERE id = 4")
-        .execute(&mut raw)
-        .await
-        .unwrap();
-    let bad = verify(&db).await.unwrap();
+    let bad = tampered("DELETE FROM audit WHERE id = 4").await;
     assert_eq!(bad.id, 5);
     assert_eq!(
         bad.to_string(),
@@ -138,19 +216,14 @@ async fn a_deleted_row_is_found() {
 
 #[tokio::test]
 async fn two_swapped_rows_are_found() {
-    let db = busy_database().await;
-    let mut raw = db.raw().await;
     // Swap the contents of rows 2 and 3, keeping their ids in place.
-    sqlx::query(
+    let bad = tampered(
         "UPDATE audit SET (at, conversation_id, session, action, detail, prev_hash, hash) =
             (SELECT at, conversation_id, session, action, detail, prev_hash, hash
              FROM audit AS other WHERE other.id = 5 - audit.id)
          WHERE id IN (2, 3)",
     )
-    .execute(&mut raw)
-    .await
-    .unwrap();
-    let bad = verify(&db).await.unwrap();
+    .await;
     assert_eq!(bad.id, 2);
     assert_eq!(
         bad.problem,
@@ -160,13 +233,7 @@ async fn two_swapped_rows_are_found() {
 
 #[tokio::test]
 async fn rows_removed_from_the_end_are_found() {
-    let db = busy_database().await;
-    let mut raw = db.raw().await;
-    sqlx::query("DELETE FROM audit WHERE id >= 6")
-        .execute(&mut raw)
-        .await
-        .unwrap();
-    let bad = verify(&db).await.unwrap();
+    let bad = tampered("DELETE FROM audit WHERE id >= 6").await;
     assert_eq!(
         bad.to_string(),
         "audit row 6: rows 6 to 7 are missing; rows were removed from the end"
