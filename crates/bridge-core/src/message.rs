@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::{ConversationId, Credentials, SessionId};
 use crate::error::{Error, Result};
-use crate::redact::{self, merge_kinds};
+use crate::redact;
 use crate::store::Store;
 use crate::time::Timestamp;
 use crate::writer::{Batch, MessageRow, Operation};
@@ -242,9 +242,7 @@ fn prepare(
                     ),
                 ));
             }
-            let mut found = Vec::new();
-            redact::redact_json(&mut metadata, &mut found);
-            merge_kinds(&mut kinds, &found);
+            redact::redact_json(&mut metadata, &mut kinds);
             Some(metadata.to_string())
         }
         None => None,

@@ -149,7 +149,8 @@ pub fn redact(text: &str) -> Redaction<'_> {
     }
 }
 
-/// Redacts every string inside a JSON value, in place. Returns the kinds found.
+/// Redacts every string inside a JSON value, in place, adding the kinds found
+/// to `kinds` (each once).
 pub(crate) fn redact_json(value: &mut serde_json::Value, kinds: &mut Vec<&'static str>) {
     match value {
         serde_json::Value::String(text) => {
@@ -174,7 +175,7 @@ pub(crate) fn redact_json(value: &mut serde_json::Value, kinds: &mut Vec<&'stati
 }
 
 /// Adds the kinds in `more` that `kinds` does not hold yet.
-pub(crate) fn merge_kinds(kinds: &mut Vec<&'static str>, more: &[&'static str]) {
+fn merge_kinds(kinds: &mut Vec<&'static str>, more: &[&'static str]) {
     for kind in more {
         if !kinds.contains(kind) {
             kinds.push(kind);
