@@ -1,7 +1,11 @@
 //! Helpers shared by the end-to-end tests: stores on temporary databases,
 //! ready-made conversations, raw access to the database file for tampering,
-//! and re-running a test in a child process (with other environment
-//! variables, or as an unprivileged user).
+//! re-running a test in a child process (with other environment variables,
+//! or as an unprivileged user), the workspace's binaries ([`bin`]) and MCP
+//! clients of `bridge-mcp` ([`mcp`]).
+
+pub mod bin;
+pub mod mcp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

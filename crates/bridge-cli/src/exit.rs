@@ -1,0 +1,78 @@
+//! Exit codes, the same for every binary, and the one line an error prints.
+//!
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | success |
+//! | 1 | runtime failure (I/O, a locked database, ...) |
+//! | 2 | usage error (bad flags; clap exits with it) |
+//! | 77 | authentication failed: invalid token, expired or unknown conversation |
+//! | 78 | configuration error: wrong or missing key file, not an mcp-bridge database, schema too new |
+//!
+//! 77 and 78 (sysexits' `EX_NOPERM` and `EX_CONFIG`) do not heal by
+//! restarting: systemd units list them in `RestartPreventExitStatus=` so that
+//! a bad token does not restart-loop.
+
+use std::process::ExitCode;
+
+use bridge_core::Error;
+
+/// Success.
+pub const SUCCESS: u8 = 0;
+/// A runtime failure.
+pub const FAILURE: u8 = 1;
+/// Bad command-line usage.
+pub const USAGE: u8 = 2;
+/// Authentication failed.
+pub const AUTH: u8 = 77;
+/// The configuration cannot work.
+pub const CONFIG: u8 = 78;
+
+/// The exit code for `error`, from the first `bridge_core::Error` in its chain.
+pub fn code_for(error: &anyhow::Error) -> u8 {
+    let core = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<Error>());
+    match core {
+        Some(
+            Error::InvalidToken { .. } | Error::Expired { .. } | Error::NoSuchConversation { .. },
+        ) => AUTH,
+        Some(
+            Error::KeyFile { .. }
+            | Error::NotADatabase { .. }
+            | Error::ForeignDatabase { .. }
+            | Error::SchemaTooNew { .. },
+        ) => CONFIG,
+        _ => FAILURE,
+    }
+}
+
+/// Prints `program: error: cause: ...` on stderr, once, and returns the exit
+/// code for it.
+pub fn report(program: &str, error: &anyhow::Error) -> ExitCode {
+    eprintln!("{program}: {error:#}");
+    ExitCode::from(code_for(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn authentication_and_configuration_have_their_own_codes() {
+        let auth: anyhow::Error = Error::NoSuchConversation {
+            conversation_id: "conv_0123456789abcdef".parse().unwrap(),
+        }
+        .into();
+        assert_eq!(code_for(&auth.context("sending")), AUTH);
+        let config = anyhow::Error::from(Error::KeyFile {
+            path: "/k".into(),
+            problem: "is missing".into(),
+        });
+        assert_eq!(code_for(&config), CONFIG);
+        let other = Err::<(), _>(std::io::Error::other("disk full"))
+            .context("writing")
+            .unwrap_err();
+        assert_eq!(code_for(&other), FAILURE);
+    }
+}

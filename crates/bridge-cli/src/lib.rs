@@ -1,0 +1,198 @@
+//! `bridge-cli`: what every mcp-bridge binary shares, so that they all
+//! behave alike (DESIGN.md §4).
+//!
+//! * [`StoreArgs`], [`RateLimitArgs`]: `--db` (`BRIDGE_DB`), `--key-file`
+//!   (`BRIDGE_KEY_FILE`), `--rate-limit` (`BRIDGE_RATE_LIMIT`), turned into
+//!   [`StoreOptions`]. Flags win over the environment, which wins over the
+//!   defaults (clap's `env` feature).
+//! * [`LogArgs`]: `--log-format text|json` and `-v`, logging to stderr with
+//!   `tracing` (`RUST_LOG` overrides the level).
+//! * [`exit`]: the exit codes, and the one line an error prints.
+//! * [`shutdown_signal`]: SIGINT or SIGTERM, whichever comes first.
+//! * [`parse_duration`]: `30s`, `5m`, `1h30m` or plain seconds.
+//!
+//! `bridge-core` knows nothing of command lines; this crate knows nothing of
+//! SQL.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod exit;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use bridge_core::{StoreOptions, config};
+use clap::{Args, ValueEnum};
+
+/// Where the store is: `--db` and `--key-file`.
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// The database file [default: $XDG_STATE_HOME/mcp-bridge/bridge.db]
+    #[arg(long, env = config::DB_ENV, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// The server key file [default: <database>.key]
+    #[arg(long, env = "BRIDGE_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store options these flags describe, with the defaults of
+    /// `bridge-core` for everything else.
+    pub fn options(&self) -> anyhow::Result<StoreOptions> {
+        let path = match &self.db {
+            Some(path) => path.clone(),
+            None => config::default_db_path().context("no database given")?,
+        };
+        let mut options = StoreOptions::new(path);
+        options.key_file.clone_from(&self.key_file);
+        Ok(options)
+    }
+}
+
+/// How many writes a session may make: `--rate-limit`.
+#[derive(Args, Clone, Debug)]
+pub struct RateLimitArgs {
+    /// Writes per minute per conversation and session (0 = no limit)
+    #[arg(
+        long,
+        env = "BRIDGE_RATE_LIMIT",
+        value_name = "PER_MINUTE",
+        default_value_t = config::DEFAULT_RATE_LIMIT
+    )]
+    pub rate_limit: u32,
+}
+
+impl RateLimitArgs {
+    /// Applies the limit to `options`.
+    pub fn apply(&self, options: &mut StoreOptions) {
+        options.rate_limit_per_minute = self.rate_limit;
+    }
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per event, for journald and log collectors.
+    Json,
+}
+
+/// Logging: `--log-format` and `-v`.
+#[derive(Args, Clone, Debug)]
+pub struct LogArgs {
+    /// The format of log lines (on stderr)
+    #[arg(long, env = "BRIDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More detail: -v for debug, -vv for everything (RUST_LOG overrides)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The crates whose log lines are ours; other crates log warnings only,
+/// unless asked for more.
+const OUR_CRATES: &[&str] = &[
+    "bridge_core",
+    "bridge_cli",
+    "bridge_mcp",
+    "keepalive_daemon",
+    "fs_watcher",
+    "check_messages",
+    "watchdog_monitor",
+    "reassign_tasks",
+    "bridgectl",
+];
+
+impl LogArgs {
+    /// The filter these flags ask for, unless `RUST_LOG` says otherwise.
+    pub fn filter(&self) -> String {
+        let ours = |level: &str| {
+            OUR_CRATES
+                .iter()
+                .map(|krate| format!("{krate}={level}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self.verbose {
+            0 => format!("warn,{}", ours("info")),
+            1 => format!("info,{}", ours("debug")),
+            _ => "trace".to_owned(),
+        }
+    }
+
+    /// Sends log lines to stderr. Call once, first thing in `main`.
+    pub fn init(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(self.filter()));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr);
+        // A second initialisation (tests) keeps the first.
+        let _ = match self.log_format {
+            LogFormat::Text => builder.with_target(false).try_init(),
+            LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        };
+    }
+}
+
+/// Waits for SIGINT or SIGTERM and says which came.
+pub async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+/// Parses a duration: `30s`, `5m`, `1h30m`, `250ms`, or a plain number of
+/// seconds. For clap's `value_parser`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| format!("{text:?} is not a duration (try 30s, 5m, 1h30m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(
+            parse_duration("soon"),
+            Err("\"soon\" is not a duration (try 30s, 5m, 1h30m)".to_owned())
+        );
+    }
+
+    #[test]
+    fn verbosity_raises_our_crates_first() {
+        let args = |verbose| LogArgs {
+            log_format: LogFormat::Text,
+            verbose,
+        };
+        assert!(args(0).filter().starts_with("warn,bridge_core=info"));
+        assert!(args(1).filter().starts_with("info,bridge_core=debug"));
+        assert_eq!(args(2).filter(), "trace");
+    }
+}

@@ -1,0 +1,92 @@
+//! The `bridge-mcp` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bridge_cli::{LogArgs, RateLimitArgs, StoreArgs, exit, shutdown_signal};
+use bridge_core::Store;
+use clap::Parser;
+
+use crate::server::Bridge;
+use crate::transport::{serve_http, serve_stdio};
+
+/// The MCP server of mcp-bridge: agents create conversations, exchange
+/// messages, publish status, and wait for each other, through one database.
+///
+/// Serves one agent over stdio (how MCP clients start a server), or many over
+/// Streamable HTTP with --http.
+#[derive(Parser, Debug)]
+#[command(name = "bridge-mcp", version)]
+pub struct Args {
+    /// The database, as the original bridge took it (the same as --db)
+    #[arg(value_name = "DATABASE", conflicts_with = "db")]
+    database: Option<PathBuf>,
+
+    #[command(flatten)]
+    store: StoreArgs,
+
+    #[command(flatten)]
+    limit: RateLimitArgs,
+
+    /// Serve Streamable HTTP on ADDR, at /mcp, instead of stdio
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:8765"
+    )]
+    http: Option<SocketAddr>,
+
+    /// Let --http listen on an address other than loopback
+    #[arg(long, requires = "http")]
+    allow_remote: bool,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// Parses the command line, serves, and exits with the documented code.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    args.log.init();
+    // One agent over stdio needs one thread; HTTP serves many at once.
+    let runtime = match args.http {
+        Some(_) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let outcome = runtime
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => exit::report("bridge-mcp", &error),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut store_args = args.store;
+    if let Some(database) = args.database {
+        store_args.db = Some(database);
+    }
+    let mut options = store_args.options()?;
+    args.limit.apply(&mut options);
+    let store = Store::open(options).await?;
+    tracing::info!(database = %store.path().display(), "store open");
+    let bridge = Bridge::new(store.clone());
+    let shutdown = async {
+        let signal = shutdown_signal().await;
+        tracing::info!(signal, "shutting down");
+    };
+    let served = match args.http {
+        Some(addr) => serve_http(bridge, addr, args.allow_remote, shutdown).await,
+        None => serve_stdio(bridge, shutdown).await,
+    };
+    store.close().await;
+    served
+}

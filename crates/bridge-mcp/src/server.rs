@@ -1,0 +1,361 @@
+//! The MCP server: one [`Bridge`] handler, the same for stdio and HTTP, whose
+//! tools call `bridge-core`.
+//!
+//! Every tool answers readable text and `structuredContent` matching its
+//! declared output schema. Whatever goes wrong in a call (bad token, expired
+//! conversation, rate limit, arguments out of bounds) is a tool result with
+//! `isError: true` and the store's one sentence; the server itself never
+//! fails on input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge_core::{NewConversation, NewMessage, Store};
+use rmcp::handler::server::common::schema_for_type;
+use rmcp::handler::server::tool::{ToolRouter, schema_for_output};
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::tools::{
+    Caller, CheckArgs, CreateArgs, Created, HistoryArgs, Messages, Partner, SendArgs, Sent,
+    StatusArgs, StatusSet, WaitArgs, Waited, parse,
+};
+
+/// Messages one read returns unless the caller says otherwise.
+const DEFAULT_LIMIT: u32 = 100;
+
+/// `read_history` returns at most this many.
+const MAX_HISTORY: u32 = 200;
+
+/// How long `wait_for_messages` waits unless told, and at most.
+const DEFAULT_WAIT: u64 = 60;
+const MAX_WAIT: u64 = 300;
+
+/// What the server tells a client at `initialize`.
+const INSTRUCTIONS: &str = "Agents talk through conversations of two sessions. \
+create_conversation makes you session a; hand conversation_id and the session b token to your \
+partner. Then send_to_partner, and check_messages or wait_for_messages (which blocks until a \
+message arrives, instead of polling). Tokens are shown once; keep them secret.";
+
+/// The handler: the store and the tools.
+#[derive(Clone)]
+pub struct Bridge {
+    store: Store,
+    tool_router: ToolRouter<Bridge>,
+    /// The `tools/list` answer, computed once.
+    tools: Arc<Vec<Tool>>,
+}
+
+impl Bridge {
+    /// A handler serving `store`.
+    pub fn new(store: Store) -> Bridge {
+        let tool_router = Bridge::tool_router();
+        let tools = tool_router
+            .list_all()
+            .into_iter()
+            .map(without_meta_schema)
+            .collect();
+        Bridge {
+            store,
+            tool_router,
+            tools: Arc::new(tools),
+        }
+    }
+}
+
+/// A tool without the `$schema` keys of its schemas: they say only which
+/// JSON Schema dialect (2020-12, MCP's default) is used, and cost every agent
+/// their bytes in context.
+fn without_meta_schema(mut tool: Tool) -> Tool {
+    tool.input_schema = strip_meta_schema(&tool.input_schema);
+    tool.output_schema = tool.output_schema.as_ref().map(strip_meta_schema);
+    tool
+}
+
+fn strip_meta_schema(schema: &Arc<JsonObject>) -> Arc<JsonObject> {
+    let mut schema = JsonObject::clone(schema);
+    schema.remove("$schema");
+    Arc::new(schema)
+}
+
+/// A successful result: `text` for people and `value` as structured content.
+fn answer<T: Serialize>(text: String, value: &T) -> Result<CallToolResult, ErrorData> {
+    let value = serde_json::to_value(value)
+        .map_err(|error| ErrorData::internal_error(error.to_string(), None))?;
+    let mut result = CallToolResult::structured(value);
+    result.content = vec![ContentBlock::text(text)];
+    Ok(result)
+}
+
+/// A failed call: `isError` with one sentence.
+fn refuse(error: impl std::fmt::Display) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(error.to_string())])
+}
+
+/// Turns a store result into a tool result.
+fn respond<T>(
+    result: bridge_core::Result<T>,
+    ok: impl FnOnce(T) -> Result<CallToolResult, ErrorData>,
+) -> Result<CallToolResult, ErrorData> {
+    match result {
+        Ok(value) => ok(value),
+        Err(error) => {
+            tracing::debug!(%error, "tool call refused");
+            Ok(refuse(error))
+        }
+    }
+}
+
+/// Checks an optional count against `1..=max` with the store's wording.
+fn bounded(
+    field: &'static str,
+    value: Option<u32>,
+    default: u32,
+    max: u32,
+) -> bridge_core::Result<u32> {
+    let value = value.unwrap_or(default);
+    if (1..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(bridge_core::Error::Invalid {
+            field,
+            reason: format!("must be 1 to {max}, got {value}"),
+        })
+    }
+}
+
+#[tool_router]
+impl Bridge {
+    #[tool(
+        input_schema = schema_for_type::<CreateArgs>(),
+        description = "Create a conversation with a partner. Returns the id and both tokens, once.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<Created>()
+    )]
+    async fn create_conversation(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let args: CreateArgs = match parse(arguments) {
+            Ok(args) => args,
+            Err(error) => return Ok(refuse(error)),
+        };
+        let mut new = NewConversation::new(args.my_role, args.partner_role);
+        new.team = args.team;
+        new.ttl = args.ttl_seconds.map(Duration::from_secs);
+        respond(self.store.create_conversation(new).await, |created| {
+            let created = Created::new(&created);
+            answer(created.text(), &created)
+        })
+    }
+
+    #[tool(
+        input_schema = schema_for_type::<SendArgs>(),
+        description = "Send a message to your partner. Secrets are redacted.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<Sent>()
+    )]
+    async fn send_to_partner(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let args: SendArgs = match parse(arguments) {
+            Ok(args) => args,
+            Err(error) => return Ok(refuse(error)),
+        };
+        let credentials = match args.credentials() {
+            Ok(credentials) => credentials,
+            Err(error) => return Ok(refuse(error)),
+        };
+        let mut message = NewMessage::new(args.message);
+        message.action_type = args.action_type.map(Into::into).unwrap_or_default();
+        message.files_involved = args.files_involved.unwrap_or_default();
+        respond(self.store.send(&credentials, message).await, |sent| {
+            let sent = Sent::new(&sent);
+            answer(sent.text(credentials.session.partner()), &sent)
+        })
+    }
+
+    #[tool(
+        input_schema = schema_for_type::<CheckArgs>(),
+        description = "Get your new messages and mark them read (peek: leave them unread).",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<Messages>()
+    )]
+    async fn check_messages(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let args: CheckArgs = match parse(arguments) {
+            Ok(args) => args,
+            Err(error) => return Ok(refuse(error)),
+        };
+        let read = async {
+            let credentials = args.credentials()?;
+            let limit = bounded(
+                "limit",
+                args.limit,
+                DEFAULT_LIMIT,
+                bridge_core::MAX_READ_LIMIT,
+            )?;
+            if args.peek.unwrap_or(false) {
+                self.store.peek(&credentials, limit).await
+            } else {
+                self.store.check(&credentials, limit).await
+            }
+        };
+        respond(read.await, |messages| {
+            let messages = Messages::new(&messages);
+            answer(messages.text("No new messages."), &messages)
+        })
+    }
+
+    #[tool(
+        input_schema = schema_for_type::<WaitArgs>(),
+        description = "Wait until a message arrives (or timeout_seconds pass); returns it marked read.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<Waited>()
+    )]
+    async fn wait_for_messages(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+        cancelled: CancellationToken,
+    ) -> Result<CallToolResult, ErrorData> {
+        let args: WaitArgs = match parse(arguments) {
+            Ok(args) => args,
+            Err(error) => return Ok(refuse(error)),
+        };
+        let timeout = args.timeout_seconds.unwrap_or(DEFAULT_WAIT);
+        if !(1..=MAX_WAIT).contains(&timeout) {
+            return Ok(refuse(format!(
+                "invalid timeout_seconds: must be 1 to {MAX_WAIT}, got {timeout}"
+            )));
+        }
+        let waited = async {
+            let credentials = args.credentials()?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+            // Subscribe before looking, so that a commit in between wakes us.
+            let mut changes = self.store.subscribe();
+            loop {
+                let messages = self.store.check(&credentials, DEFAULT_LIMIT).await?;
+                if !messages.is_empty() {
+                    return Ok((messages, false));
+                }
+                tokio::select! {
+                    changed = changes.changed() => changed?,
+                    () = tokio::time::sleep_until(deadline) => return Ok((Vec::new(), true)),
+                    () = cancelled.cancelled() => return Ok((Vec::new(), true)),
+                }
+            }
+        };
+        respond(waited.await, |(messages, timed_out)| {
+            let shown = Messages::new(&messages);
+            let text = shown.text(&format!("No message within {timeout} s."));
+            let waited = Waited {
+                messages: shown.messages,
+                timed_out,
+            };
+            answer(text, &waited)
+        })
+    }
+
+    #[tool(
+        input_schema = schema_for_type::<HistoryArgs>(),
+        description = "Re-read messages of the conversation, both directions, read or not.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<Messages>()
+    )]
+    async fn read_history(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let args: HistoryArgs = match parse(arguments) {
+            Ok(args) => args,
+            Err(error) => return Ok(refuse(error)),
+        };
+        let read = async {
+            let credentials = args.credentials()?;
+            let limit = bounded("limit", args.limit, 50, MAX_HISTORY)?;
+            self.store.history(&credentials, args.since_id, limit).await
+        };
+        respond(read.await, |messages| {
+            let messages = Messages::new(&messages);
+            answer(messages.text("No messages."), &messages)
+        })
+    }
+
+    #[tool(
+        input_schema = schema_for_type::<StatusArgs>(),
+        description = "Set your status (working, waiting, blocked, complete); also a heartbeat.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<StatusSet>()
+    )]
+    async fn update_my_status(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let args: StatusArgs = match parse(arguments) {
+            Ok(args) => args,
+            Err(error) => return Ok(refuse(error)),
+        };
+        let status = args.status.into();
+        let update = async {
+            let credentials = args.credentials()?;
+            self.store.set_status(&credentials, status).await
+        };
+        respond(update.await, |()| {
+            let set = StatusSet {
+                status: status.to_string(),
+            };
+            answer(format!("Status set to {status}."), &set)
+        })
+    }
+
+    #[tool(
+        input_schema = schema_for_type::<Caller>(),
+        description = "Your partner's status and whether it is alive.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<Partner>()
+    )]
+    async fn check_partner_status(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let caller: Caller = match parse(arguments) {
+            Ok(caller) => caller,
+            Err(error) => return Ok(refuse(error)),
+        };
+        let read = async {
+            let credentials = caller.credentials()?;
+            self.store.partner_status(&credentials).await
+        };
+        respond(read.await, |status| {
+            let partner = Partner::new(&status);
+            answer(partner.text(), &partner)
+        })
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Bridge {
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("mcp-bridge", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+}

@@ -1,0 +1,133 @@
+//! The two ways to reach the [`Bridge`]: stdio (one agent, the process its
+//! MCP client starts) and Streamable HTTP (many agents, one process).
+//!
+//! HTTP is guarded against DNS rebinding: it listens on loopback unless the
+//! operator allows otherwise; a request's `Host` must name the bound loopback
+//! address; and a request that carries an `Origin` (a browser's) must come
+//! from a loopback origin. rmcp checks both once configured (its origin list
+//! is empty, i.e. unchecked, by default).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use rmcp::ServiceExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::server::Bridge;
+
+/// The path the HTTP server answers on.
+pub const HTTP_PATH: &str = "/mcp";
+
+/// Origins a browser on this machine sends, on any port.
+const LOOPBACK_ORIGINS: [&str; 6] = [
+    "http://localhost:*",
+    "http://127.0.0.1:*",
+    "http://[::1]:*",
+    "https://localhost:*",
+    "https://127.0.0.1:*",
+    "https://[::1]:*",
+];
+
+/// Serves one client over stdin and stdout until it disconnects or
+/// `shutdown` resolves.
+pub async fn serve_stdio(
+    bridge: Bridge,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let on_shutdown = cancel.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        on_shutdown.cancel();
+    });
+    // stdio_pipes, not stdio: a blocking read of stdin would keep the
+    // process alive after a signal.
+    let running = match bridge
+        .serve_with_ct(rmcp::transport::stdio_pipes(), cancel.clone())
+        .await
+    {
+        Ok(running) => running,
+        // Stopped before or during the handshake: nothing to serve.
+        Err(_) if cancel.is_cancelled() => return Ok(()),
+        Err(error) => return Err(error).context("the MCP handshake over stdio failed"),
+    };
+    let reason = running.waiting().await.context("serving over stdio")?;
+    tracing::debug!(?reason, "stdio session ended");
+    Ok(())
+}
+
+/// Serves Streamable HTTP at `http://ADDR/mcp` until `shutdown` resolves.
+/// Refuses an address other than loopback unless `allow_remote`.
+pub async fn serve_http(
+    bridge: Bridge,
+    addr: SocketAddr,
+    allow_remote: bool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() && !allow_remote {
+        bail!(
+            "refusing to listen on {addr}: it is not a loopback address, and agents on other machines \
+             could reach the bridge (pass --allow-remote if that is what you want)"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    let cancel = CancellationToken::new();
+    let config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(cancel.child_token())
+        .with_allowed_origins(LOOPBACK_ORIGINS);
+    let config = if bound.ip().is_loopback() {
+        config.with_allowed_hosts(loopback_hosts(bound))
+    } else {
+        // Reachable under names we cannot know.
+        config.disable_allowed_hosts()
+    };
+    let service = StreamableHttpService::new(
+        move || Ok(bridge.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let app = axum::Router::new().route_service(HTTP_PATH, service);
+    tracing::info!("listening on http://{bound}{HTTP_PATH}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
+        .await
+        .context("serving HTTP")
+}
+
+/// The `Host` values that name a loopback listener: its address, and
+/// `localhost`, with its port.
+fn loopback_hosts(bound: SocketAddr) -> Vec<String> {
+    let port = bound.port();
+    let address = match bound {
+        SocketAddr::V4(v4) => v4.ip().to_string(),
+        SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+    };
+    vec![format!("{address}:{port}"), format!("localhost:{port}")]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_name_the_bound_address_and_localhost() {
+        assert_eq!(
+            loopback_hosts("127.0.0.1:8765".parse().unwrap()),
+            vec!["127.0.0.1:8765", "localhost:8765"]
+        );
+        assert_eq!(
+            loopback_hosts("[::1]:9".parse().unwrap()),
+            vec!["[::1]:9", "localhost:9"]
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! MCP clients for tests: an agent talking to its own `bridge-mcp` over
+//! stdio, or to a shared `bridge-mcp --http`, through the `rmcp` client.
+//!
+//! Every process started here is stopped by [`Agent::stop`] or
+//! [`HttpServer`]'s drop, and killed if a test panics before.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, Tool,
+};
+use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::Value;
+
+use crate::bin;
+
+/// One agent's MCP session.
+pub struct Agent {
+    client: Option<RunningService<RoleClient, ClientConfig>>,
+    /// The agent's own server process, for stdio agents.
+    server: Option<u32>,
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("bridge-tests", "1"),
+    )
+}
+
+/// Kills `pid` if it is still running (SIGKILL through `kill`: the tests
+/// crate has no `unsafe`).
+fn kill(pid: u32) {
+    if running(pid) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+}
+
+/// Whether `pid` is alive (a zombie, waiting to be reaped, is not).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+impl Agent {
+    /// Starts `bridge-mcp` on `database` (rate limit off, extra environment
+    /// `env`) and connects to it over stdio.
+    pub async fn stdio(database: &Path, env: &[(&str, &str)]) -> Agent {
+        let command = tokio::process::Command::new(bin::path("bridge-mcp")).configure(|command| {
+            command
+                .env("BRIDGE_DB", database)
+                .env("BRIDGE_RATE_LIMIT", "0")
+                .env_remove("RUST_LOG");
+            for (key, value) in env {
+                command.env(key, value);
+            }
+        });
+        let (transport, _stderr) = TokioChildProcess::builder(command)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bridge-mcp");
+        let server = transport.id();
+        let client = client_config()
+            .serve(transport)
+            .await
+            .expect("MCP handshake over stdio");
+        Agent {
+            client: Some(client),
+            server,
+        }
+    }
+
+    /// Connects to a `bridge-mcp --http` at `url`, sending `headers` with
+    /// every request.
+    pub async fn http(url: &str, headers: &[(http::HeaderName, &str)]) -> Result<Agent, String> {
+        let headers: HashMap<_, _> = headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.clone(),
+                    http::HeaderValue::from_str(value).expect("header value"),
+                )
+            })
+            .collect();
+        let config =
+            StreamableHttpClientTransportConfig::with_uri(url.to_owned()).custom_headers(headers);
+        let transport = StreamableHttpClientTransport::from_config(config);
+        let client = client_config()
+            .serve(transport)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(Agent {
+            client: Some(client),
+            server: None,
+        })
+    }
+
+    fn client(&self) -> &RunningService<RoleClient, ClientConfig> {
+        self.client.as_ref().expect("agent stopped")
+    }
+
+    /// `tools/list`.
+    pub async fn tools(&self) -> Vec<Tool> {
+        self.client().list_all_tools().await.expect("tools/list")
+    }
+
+    /// The negotiated protocol version and the server's name.
+    pub fn server_info(&self) -> (String, String) {
+        let info = self.client().peer_info().expect("initialized");
+        let name = info
+            .server_info
+            .as_ref()
+            .map_or_else(String::new, |server| server.name.clone());
+        (info.protocol_version.to_string(), name)
+    }
+
+    /// Calls `tool` with `arguments` (a JSON object).
+    pub async fn call(&self, tool: &str, arguments: Value) -> Reply {
+        let Value::Object(arguments) = arguments else {
+            panic!("arguments must be an object");
+        };
+        let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        let result = self
+            .client()
+            .call_tool(request)
+            .await
+            .expect("tools/call answered");
+        Reply(result)
+    }
+
+    /// Calls `tool` and expects success; returns the structured content.
+    pub async fn ok(&self, tool: &str, arguments: Value) -> Value {
+        let reply = self.call(tool, arguments).await;
+        assert!(!reply.is_error(), "{tool} failed: {}", reply.text());
+        reply.structured()
+    }
+
+    /// Calls `tool` and expects a tool error; returns its text.
+    pub async fn refused(&self, tool: &str, arguments: Value) -> String {
+        let reply = self.call(tool, arguments).await;
+        assert!(reply.is_error(), "{tool} succeeded: {}", reply.text());
+        assert!(reply.0.structured_content.is_none());
+        reply.text()
+    }
+
+    /// Ends the session; a stdio agent's server must then exit.
+    pub async fn stop(mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = client.cancel().await;
+        }
+        if let Some(pid) = self.server.take() {
+            for _ in 0..100 {
+                if !running(pid) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            kill(pid);
+            panic!("bridge-mcp {pid} did not exit when its client went away");
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(pid) = self.server {
+            kill(pid);
+        }
+    }
+}
+
+/// A tool's answer.
+pub struct Reply(pub CallToolResult);
+
+impl Reply {
+    /// Whether it is a tool error.
+    pub fn is_error(&self) -> bool {
+        self.0.is_error == Some(true)
+    }
+
+    /// The text content, joined.
+    pub fn text(&self) -> String {
+        self.0
+            .content
+            .iter()
+            .filter_map(|content| content.as_text().map(|text| text.text.clone()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The structured content.
+    pub fn structured(&self) -> Value {
+        self.0
+            .structured_content
+            .clone()
+            .expect("structured content")
+    }
+}
+
+/// The arguments every authenticated tool takes, merged with `more`.
+pub fn caller(conversation_id: &str, session: &str, token: &str, more: Value) -> Value {
+    let mut arguments = serde_json::json!({
+        "conversation_id": conversation_id,
+        "session_id": session,
+        "token": token,
+    });
+    if let (Value::Object(arguments), Value::Object(more)) = (&mut arguments, more) {
+        arguments.extend(more);
+    }
+    arguments
+}
+
+/// A `bridge-mcp --http` process on a loopback port of its choosing.
+pub struct HttpServer {
+    child: Child,
+    /// `http://127.0.0.1:<port>/mcp`.
+    pub url: String,
+}
+
+impl HttpServer {
+    /// Starts the server on `database` with `args` after `--http 127.0.0.1:0`,
+    /// and waits until it listens.
+    pub fn start(database: &Path, args: &[&str]) -> HttpServer {
+        let mut child = Command::new(bin::path("bridge-mcp"))
+            .args(["--http", "127.0.0.1:0"])
+            .args(args)
+            .env("BRIDGE_DB", database)
+            .env("BRIDGE_RATE_LIMIT", "0")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start bridge-mcp --http");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("bridge-mcp --http exited before listening");
+            };
+            if let Some((_, url)) = line.split_once("listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        HttpServer { child, url }
+    }
+
+    /// The `host:port` the server listens on.
+    pub fn authority(&self) -> &str {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
