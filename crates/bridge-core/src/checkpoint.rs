@@ -29,14 +29,15 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing after the commits that `changes` signals.
+    /// Starts checkpointing after the commits that `commits` signals (this
+    /// store's own: other processes checkpoint theirs).
     pub(crate) fn start(
         connect: SqliteConnectOptions,
-        changes: &Changes,
+        commits: &Changes,
         path: PathBuf,
     ) -> Checkpointer {
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(connect, changes.subscribe(), path, stopped));
+        let task = tokio::spawn(run(connect, commits.subscribe(), path, stopped));
         Checkpointer { stop, task }
     }
 

@@ -426,14 +426,33 @@ const INBOX_SQL: &str = message_read!(
      ORDER BY id LIMIT ?3"
 );
 
-/// Messages of the conversation (both directions) after id ?3, at most ?4.
+/// Messages of the conversation (both directions) after id ?3, at most ?4:
+/// the first ?4 of each direction from the inbox index, merged, so that the
+/// cost does not grow with the conversation.
 const HISTORY_SINCE_SQL: &str = message_read!(
-    "SELECT * FROM message WHERE conversation_id = ?1 AND id > ?3 ORDER BY id LIMIT ?4"
+    "SELECT * FROM (
+         SELECT * FROM (SELECT * FROM message
+                        WHERE conversation_id = ?1 AND recipient = 'a' AND id > ?3
+                        ORDER BY id LIMIT ?4)
+         UNION ALL
+         SELECT * FROM (SELECT * FROM message
+                        WHERE conversation_id = ?1 AND recipient = 'b' AND id > ?3
+                        ORDER BY id LIMIT ?4))
+     ORDER BY id LIMIT ?4"
 );
 
-/// The latest ?4 messages of the conversation (both directions) after id ?3.
+/// The latest ?4 messages of the conversation (both directions) after id
+/// ?3, merged from the inbox index as above.
 const HISTORY_LATEST_SQL: &str = message_read!(
-    "SELECT * FROM message WHERE conversation_id = ?1 AND id > ?3 ORDER BY id DESC LIMIT ?4"
+    "SELECT * FROM (
+         SELECT * FROM (SELECT * FROM message
+                        WHERE conversation_id = ?1 AND recipient = 'a' AND id > ?3
+                        ORDER BY id DESC LIMIT ?4)
+         UNION ALL
+         SELECT * FROM (SELECT * FROM message
+                        WHERE conversation_id = ?1 AND recipient = 'b' AND id > ?3
+                        ORDER BY id DESC LIMIT ?4))
+     ORDER BY id DESC LIMIT ?4"
 );
 
 /// One row of a message read: the caller's credentials columns and,

@@ -81,7 +81,7 @@ impl StoreOptions {
             key_file: None,
             create: true,
             busy_timeout: config::DEFAULT_BUSY_TIMEOUT,
-            readers: 4,
+            readers: 2,
             rate_limit_per_minute: config::DEFAULT_RATE_LIMIT,
             auth_failures_per_minute: config::DEFAULT_AUTH_FAILURES,
             liveness_window: config::DEFAULT_LIVENESS_WINDOW,
@@ -105,7 +105,10 @@ pub(crate) struct Shared {
     pub(crate) options: StoreOptions,
     pub(crate) key: ServerKey,
     pub(crate) limits: Limits,
+    /// Every possible change, from any process: what subscribers wait on.
     pub(crate) changes: Changes,
+    /// This store's own commits: what the checkpointer follows.
+    pub(crate) commits: Changes,
 }
 
 /// Why an authentication failed.
@@ -117,6 +120,12 @@ pub(crate) enum AuthFailure {
 }
 
 impl Shared {
+    /// Tells subscribers and the checkpointer that the writer committed.
+    pub(crate) fn notify_commit(&self) {
+        self.changes.notify();
+        self.commits.notify();
+    }
+
     /// An engine error, in the words a person understands.
     pub(crate) fn sqlx_error(&self, error: sqlx::Error) -> Error {
         Error::from_sqlx(error, &self.path, self.options.busy_timeout)
@@ -245,12 +254,13 @@ impl Store {
                 options.auth_failures_per_minute,
             ),
             changes: Changes::new(),
+            commits: Changes::new(),
             key,
             path,
             options,
         });
         let checkpointer =
-            Checkpointer::start(connect.clone(), &shared.changes, shared.path.clone());
+            Checkpointer::start(connect.clone(), &shared.commits, shared.path.clone());
         let writer = Writer::start(
             Arc::clone(&shared),
             connection,
@@ -296,6 +306,7 @@ impl Store {
         self.inner.readers.close().await;
         self.inner.writer.close().await;
         self.inner.shared.changes.close();
+        self.inner.shared.commits.close();
     }
 
     /// A subscription that wakes whenever any process commits to the

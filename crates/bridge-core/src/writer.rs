@@ -250,7 +250,7 @@ impl WriterTask {
         match self.commit(&mut jobs).await {
             Ok(wrote) => {
                 if wrote {
-                    self.shared.changes.notify();
+                    self.shared.notify_commit();
                 }
                 for job in jobs {
                     job.finish(None);
@@ -262,7 +262,7 @@ impl WriterTask {
                     let mut alone = vec![job];
                     let outcome = self.commit(&mut alone).await;
                     if matches!(outcome, Ok(true)) {
-                        self.shared.changes.notify();
+                        self.shared.notify_commit();
                     }
                     let failure = match outcome {
                         Ok(_) => None,

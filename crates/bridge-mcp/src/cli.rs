@@ -76,6 +76,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut options = store_args.options()?;
     args.limit.apply(&mut options);
+    if args.http.is_some() {
+        // Many agents read at once.
+        options.readers = 8;
+    }
     let store = Store::open(options).await?;
     tracing::info!(database = %store.path().display(), "store open");
     let bridge = Bridge::new(store.clone());

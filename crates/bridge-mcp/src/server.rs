@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge_core::{NewConversation, NewMessage, Store};
+use bridge_core::{NewConversation, NewMessage, Status, Store};
 use rmcp::handler::server::common::schema_for_type;
 use rmcp::handler::server::tool::{ToolRouter, schema_for_output};
 use rmcp::handler::server::wrapper::Parameters;
@@ -24,14 +24,15 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::tools::{
-    Caller, CheckArgs, CreateArgs, Created, HistoryArgs, Messages, Partner, SendArgs, Sent,
-    StatusArgs, StatusSet, WaitArgs, Waited, parse,
+    ArgumentError, Caller, CheckArgs, CreateArgs, Created, HistoryArgs, Messages, Partner,
+    SendArgs, Sent, StatusArgs, StatusSet, WaitArgs, Waited, parse,
 };
 
 /// Messages one read returns unless the caller says otherwise.
 const DEFAULT_LIMIT: u32 = 100;
 
-/// `read_history` returns at most this many.
+/// `read_history` returns this many unless told, and at most `MAX_HISTORY`.
+const DEFAULT_HISTORY: u32 = 50;
 const MAX_HISTORY: u32 = 200;
 
 /// How long `wait_for_messages` waits unless told, and at most.
@@ -94,21 +95,47 @@ fn answer<T: Serialize>(text: String, value: &T) -> Result<CallToolResult, Error
     Ok(result)
 }
 
-/// A failed call: `isError` with one sentence.
-fn refuse(error: impl std::fmt::Display) -> CallToolResult {
-    CallToolResult::error(vec![ContentBlock::text(error.to_string())])
+/// Why a call is refused: its arguments, or the store's answer. Either way
+/// the caller gets `isError` and the one sentence.
+enum Refusal {
+    Arguments(ArgumentError),
+    Store(bridge_core::Error),
 }
 
-/// Turns a store result into a tool result.
+impl From<ArgumentError> for Refusal {
+    fn from(error: ArgumentError) -> Refusal {
+        Refusal::Arguments(error)
+    }
+}
+
+impl From<bridge_core::Error> for Refusal {
+    fn from(error: bridge_core::Error) -> Refusal {
+        Refusal::Store(error)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Arguments(error) => error.fmt(f),
+            Refusal::Store(error) => error.fmt(f),
+        }
+    }
+}
+
+/// Turns the outcome of a call into its tool result: `ok` builds the answer,
+/// a refusal becomes `isError` with its sentence.
 fn respond<T>(
-    result: bridge_core::Result<T>,
+    outcome: Result<T, Refusal>,
     ok: impl FnOnce(T) -> Result<CallToolResult, ErrorData>,
 ) -> Result<CallToolResult, ErrorData> {
-    match result {
+    match outcome {
         Ok(value) => ok(value),
-        Err(error) => {
-            tracing::debug!(%error, "tool call refused");
-            Ok(refuse(error))
+        Err(refusal) => {
+            tracing::debug!(%refusal, "tool call refused");
+            Ok(CallToolResult::error(vec![ContentBlock::text(
+                refusal.to_string(),
+            )]))
         }
     }
 }
@@ -116,19 +143,30 @@ fn respond<T>(
 /// Checks an optional count against `1..=max` with the store's wording.
 fn bounded(
     field: &'static str,
-    value: Option<u32>,
-    default: u32,
-    max: u32,
-) -> bridge_core::Result<u32> {
+    value: Option<u64>,
+    default: u64,
+    max: u64,
+) -> Result<u64, Refusal> {
     let value = value.unwrap_or(default);
     if (1..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(bridge_core::Error::Invalid {
+        Err(Refusal::Store(bridge_core::Error::Invalid {
             field,
             reason: format!("must be 1 to {max}, got {value}"),
-        })
+        }))
     }
+}
+
+/// A read limit, bounded like [`bounded`].
+fn limit(value: Option<u32>, default: u32, max: u32) -> Result<u32, Refusal> {
+    let value = bounded(
+        "limit",
+        value.map(u64::from),
+        u64::from(default),
+        u64::from(max),
+    )?;
+    Ok(u32::try_from(value).unwrap_or(max))
 }
 
 #[tool_router]
@@ -143,14 +181,14 @@ impl Bridge {
         &self,
         Parameters(arguments): Parameters<JsonObject>,
     ) -> Result<CallToolResult, ErrorData> {
-        let args: CreateArgs = match parse(arguments) {
-            Ok(args) => args,
-            Err(error) => return Ok(refuse(error)),
+        let outcome = async {
+            let args: CreateArgs = parse(arguments)?;
+            let mut new = NewConversation::new(args.my_role, args.partner_role);
+            new.team = args.team;
+            new.ttl = args.ttl_seconds.map(Duration::from_secs);
+            Ok(self.store.create_conversation(new).await?)
         };
-        let mut new = NewConversation::new(args.my_role, args.partner_role);
-        new.team = args.team;
-        new.ttl = args.ttl_seconds.map(Duration::from_secs);
-        respond(self.store.create_conversation(new).await, |created| {
+        respond(outcome.await, |created| {
             let created = Created::new(&created);
             answer(created.text(), &created)
         })
@@ -166,20 +204,18 @@ impl Bridge {
         &self,
         Parameters(arguments): Parameters<JsonObject>,
     ) -> Result<CallToolResult, ErrorData> {
-        let args: SendArgs = match parse(arguments) {
-            Ok(args) => args,
-            Err(error) => return Ok(refuse(error)),
+        let outcome = async {
+            let args: SendArgs = parse(arguments)?;
+            let credentials = args.credentials()?;
+            let mut message = NewMessage::new(args.message);
+            message.action_type = args.action_type.map(Into::into).unwrap_or_default();
+            message.files_involved = args.files_involved.unwrap_or_default();
+            let sent = self.store.send(&credentials, message).await?;
+            Ok((sent, credentials.session.partner()))
         };
-        let credentials = match args.credentials() {
-            Ok(credentials) => credentials,
-            Err(error) => return Ok(refuse(error)),
-        };
-        let mut message = NewMessage::new(args.message);
-        message.action_type = args.action_type.map(Into::into).unwrap_or_default();
-        message.files_involved = args.files_involved.unwrap_or_default();
-        respond(self.store.send(&credentials, message).await, |sent| {
+        respond(outcome.await, |(sent, to)| {
             let sent = Sent::new(&sent);
-            answer(sent.text(credentials.session.partner()), &sent)
+            answer(sent.text(to), &sent)
         })
     }
 
@@ -193,25 +229,18 @@ impl Bridge {
         &self,
         Parameters(arguments): Parameters<JsonObject>,
     ) -> Result<CallToolResult, ErrorData> {
-        let args: CheckArgs = match parse(arguments) {
-            Ok(args) => args,
-            Err(error) => return Ok(refuse(error)),
-        };
-        let read = async {
+        let outcome = async {
+            let args: CheckArgs = parse(arguments)?;
             let credentials = args.credentials()?;
-            let limit = bounded(
-                "limit",
-                args.limit,
-                DEFAULT_LIMIT,
-                bridge_core::MAX_READ_LIMIT,
-            )?;
-            if args.peek.unwrap_or(false) {
-                self.store.peek(&credentials, limit).await
+            let limit = limit(args.limit, DEFAULT_LIMIT, bridge_core::MAX_READ_LIMIT)?;
+            let messages = if args.peek.unwrap_or(false) {
+                self.store.peek(&credentials, limit).await?
             } else {
-                self.store.check(&credentials, limit).await
-            }
+                self.store.check(&credentials, limit).await?
+            };
+            Ok(messages)
         };
-        respond(read.await, |messages| {
+        respond(outcome.await, |messages| {
             let messages = Messages::new(&messages);
             answer(messages.text("No new messages."), &messages)
         })
@@ -228,17 +257,14 @@ impl Bridge {
         Parameters(arguments): Parameters<JsonObject>,
         cancelled: CancellationToken,
     ) -> Result<CallToolResult, ErrorData> {
-        let args: WaitArgs = match parse(arguments) {
-            Ok(args) => args,
-            Err(error) => return Ok(refuse(error)),
-        };
-        let timeout = args.timeout_seconds.unwrap_or(DEFAULT_WAIT);
-        if !(1..=MAX_WAIT).contains(&timeout) {
-            return Ok(refuse(format!(
-                "invalid timeout_seconds: must be 1 to {MAX_WAIT}, got {timeout}"
-            )));
-        }
-        let waited = async {
+        let outcome = async {
+            let args: WaitArgs = parse(arguments)?;
+            let timeout = bounded(
+                "timeout_seconds",
+                args.timeout_seconds,
+                DEFAULT_WAIT,
+                MAX_WAIT,
+            )?;
             let credentials = args.credentials()?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
             // Subscribe before looking, so that a commit in between wakes us.
@@ -246,16 +272,16 @@ impl Bridge {
             loop {
                 let messages = self.store.check(&credentials, DEFAULT_LIMIT).await?;
                 if !messages.is_empty() {
-                    return Ok((messages, false));
+                    return Ok((messages, timeout, false));
                 }
                 tokio::select! {
                     changed = changes.changed() => changed?,
-                    () = tokio::time::sleep_until(deadline) => return Ok((Vec::new(), true)),
-                    () = cancelled.cancelled() => return Ok((Vec::new(), true)),
+                    () = tokio::time::sleep_until(deadline) => return Ok((Vec::new(), timeout, true)),
+                    () = cancelled.cancelled() => return Ok((Vec::new(), timeout, true)),
                 }
             }
         };
-        respond(waited.await, |(messages, timed_out)| {
+        respond(outcome.await, |(messages, timeout, timed_out)| {
             let shown = Messages::new(&messages);
             let text = shown.text(&format!("No message within {timeout} s."));
             let waited = Waited {
@@ -276,16 +302,16 @@ impl Bridge {
         &self,
         Parameters(arguments): Parameters<JsonObject>,
     ) -> Result<CallToolResult, ErrorData> {
-        let args: HistoryArgs = match parse(arguments) {
-            Ok(args) => args,
-            Err(error) => return Ok(refuse(error)),
-        };
-        let read = async {
+        let outcome = async {
+            let args: HistoryArgs = parse(arguments)?;
             let credentials = args.credentials()?;
-            let limit = bounded("limit", args.limit, 50, MAX_HISTORY)?;
-            self.store.history(&credentials, args.since_id, limit).await
+            let limit = limit(args.limit, DEFAULT_HISTORY, MAX_HISTORY)?;
+            Ok(self
+                .store
+                .history(&credentials, args.since_id, limit)
+                .await?)
         };
-        respond(read.await, |messages| {
+        respond(outcome.await, |messages| {
             let messages = Messages::new(&messages);
             answer(messages.text("No messages."), &messages)
         })
@@ -301,16 +327,14 @@ impl Bridge {
         &self,
         Parameters(arguments): Parameters<JsonObject>,
     ) -> Result<CallToolResult, ErrorData> {
-        let args: StatusArgs = match parse(arguments) {
-            Ok(args) => args,
-            Err(error) => return Ok(refuse(error)),
-        };
-        let status = args.status.into();
-        let update = async {
+        let outcome = async {
+            let args: StatusArgs = parse(arguments)?;
             let credentials = args.credentials()?;
-            self.store.set_status(&credentials, status).await
+            let status = args.status.into();
+            self.store.set_status(&credentials, status).await?;
+            Ok(status)
         };
-        respond(update.await, |()| {
+        respond(outcome.await, |status: Status| {
             let set = StatusSet {
                 status: status.to_string(),
             };
@@ -328,15 +352,12 @@ impl Bridge {
         &self,
         Parameters(arguments): Parameters<JsonObject>,
     ) -> Result<CallToolResult, ErrorData> {
-        let caller: Caller = match parse(arguments) {
-            Ok(caller) => caller,
-            Err(error) => return Ok(refuse(error)),
-        };
-        let read = async {
+        let outcome = async {
+            let caller: Caller = parse(arguments)?;
             let credentials = caller.credentials()?;
-            self.store.partner_status(&credentials).await
+            Ok(self.store.partner_status(&credentials).await?)
         };
-        respond(read.await, |status| {
+        respond(outcome.await, |status| {
             let partner = Partner::new(&status);
             answer(partner.text(), &partner)
         })

@@ -55,18 +55,28 @@ macro_rules! caller_args {
     };
 }
 
-/// The arguments as the client sent them, as `T`; on error, one sentence
-/// naming the argument, e.g. `invalid my_role: invalid type: integer `42`,
-/// expected a string`.
-pub fn parse<T: DeserializeOwned>(arguments: JsonObject) -> Result<T, String> {
+/// Arguments that do not fit the tool's types, in one sentence naming the
+/// argument, e.g. `invalid my_role: invalid type: integer `42`, expected a
+/// string`.
+#[derive(Debug)]
+pub struct ArgumentError(String);
+
+impl std::fmt::Display for ArgumentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The arguments as the client sent them, as `T`.
+pub fn parse<T: DeserializeOwned>(arguments: JsonObject) -> Result<T, ArgumentError> {
     serde_path_to_error::deserialize(Value::Object(arguments)).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        if path == "." {
+        ArgumentError(if path == "." {
             format!("invalid arguments: {inner}")
         } else {
             format!("invalid {path}: {inner}")
-        }
+        })
     })
 }
 
