@@ -19,6 +19,8 @@ use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioC
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
 
+use bridge_testkit::process::{kill, running};
+
 use crate::bin;
 
 /// One agent's MCP session.
@@ -33,24 +35,6 @@ fn client_config() -> ClientConfig {
         ClientCapabilities::default(),
         Implementation::new("bridge-tests", "1"),
     )
-}
-
-/// Kills `pid` if it is still running (SIGKILL through `kill`: the tests
-/// crate has no `unsafe`).
-fn kill(pid: u32) {
-    if running(pid) {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    }
-}
-
-/// Whether `pid` is alive (a zombie, waiting to be reaped, is not).
-fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 impl Agent {

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bridge_core::{Credentials, NewConversation, NewMessage, SessionId, Store, StoreOptions};
+use bridge_testkit::report::{machine, rate, report_latency, report_rate};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -79,48 +80,6 @@ async fn main() {
     println!();
 
     redaction();
-}
-
-/// CPU model, cores and kernel, for the record.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("machine: {model}, {cores} cores, Linux {}", kernel.trim())
-}
-
-fn rate(count: usize, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64()
-}
-
-fn report_rate(what: &str, count: usize, elapsed: Duration) {
-    println!(
-        "{what:<44} {:>9.0} /s  ({count} in {:.2} s)",
-        rate(count, elapsed),
-        elapsed.as_secs_f64()
-    );
-}
-
-fn report_latency(what: &str, samples: &[Duration]) {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "{what:<44} p50 {:>7.1} us  p99 {:>7.1} us  max {:>8.1} us  (n = {})",
-        micros(at(0.50)),
-        micros(at(0.99)),
-        micros(at(1.0)),
-        sorted.len()
-    );
-}
-
-fn micros(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e6
 }
 
 /// The physical reference: one row inserted and committed per iteration,

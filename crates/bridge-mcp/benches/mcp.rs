@@ -46,6 +46,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use bridge_testkit::process::{Memory, kill, memory, running};
+use bridge_testkit::report::{machine, report_latency, report_memory, report_rate};
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, ClientRequest, Implementation,
     PingRequest,
@@ -113,82 +115,6 @@ async fn main() {
     );
 }
 
-/// CPU model, cores and kernel, for the record.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("machine: {model}, {cores} cores, Linux {}", kernel.trim())
-}
-
-fn rate(count: usize, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64()
-}
-
-fn report_rate(what: &str, count: usize, elapsed: Duration) {
-    println!(
-        "{what:<44} {:>9.0} /s  ({count} in {:.2} s)",
-        rate(count, elapsed),
-        elapsed.as_secs_f64()
-    );
-}
-
-fn report_latency(what: &str, samples: &[Duration]) {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "{what:<44} p50 {:>7.1} us  p99 {:>7.1} us  max {:>8.1} us  (n = {})",
-        micros(at(0.50)),
-        micros(at(0.99)),
-        micros(at(1.0)),
-        sorted.len()
-    );
-}
-
-fn micros(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e6
-}
-
-/// `VmRSS` and `VmHWM` of a process, in kB.
-#[derive(Clone, Copy)]
-struct Memory {
-    rss: u64,
-    hwm: u64,
-}
-
-fn memory(pid: u32) -> Memory {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a memory field in kB")
-    };
-    Memory {
-        rss: field("VmRSS:"),
-        hwm: field("VmHWM:"),
-    }
-}
-
-fn report_memory(what: &str, memory: Memory) {
-    let mib = |kb: u64| kb as f64 / 1024.0;
-    println!(
-        "{what:<44} VmRSS {:>5.1} MiB ({} kB)  VmHWM {:>5.1} MiB ({} kB)",
-        mib(memory.rss),
-        memory.rss,
-        mib(memory.hwm),
-        memory.hwm
-    );
-}
-
 /// One `bridge-mcp` process over stdio and the client connected to it.
 struct Server {
     client: Option<RunningService<RoleClient, ClientConfig>>,
@@ -252,25 +178,6 @@ impl Drop for Server {
         if self.client.is_some() {
             kill(self.pid);
         }
-    }
-}
-
-/// Whether `pid` is alive (a zombie, waiting to be reaped, is not).
-fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// Kills `pid` if it is still running (through `kill`: no `unsafe` here).
-fn kill(pid: u32) {
-    if running(pid) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
     }
 }
 
@@ -459,7 +366,7 @@ async fn round_trips(database: &Path) -> Memory {
     report_latency("wait_for_messages, 1 message waiting", &samples);
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let used = memory(a_server.pid);
+    let used = memory(a_server.pid).expect("the session a server is running");
     a_server.stop().await;
     b_server.stop().await;
     used
@@ -610,7 +517,7 @@ async fn idle_memory(database: &Path) -> Memory {
     call(peer, "check_partner_status", &a.args(json!({}))).await;
     call(peer, "read_history", &a.args(json!({"limit": 10}))).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = memory(server.pid);
+    let idle = memory(server.pid).expect("the idle server is running");
     server.stop().await;
     idle
 }
