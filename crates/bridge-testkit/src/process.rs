@@ -52,8 +52,8 @@ mod tests {
     fn this_process_is_running_and_has_memory() {
         let me = std::process::id();
         assert!(running(me));
-        let memory = memory(me).unwrap();
-        assert!(memory.rss > 0 && memory.hwm >= memory.rss);
+        let mine = memory(me).unwrap();
+        assert!(mine.rss > 0 && mine.hwm >= mine.rss);
         assert!(!running(u32::MAX));
         assert!(memory(u32::MAX).is_none());
     }
