@@ -5,6 +5,7 @@
 //! clients of `bridge-mcp` ([`mcp`]).
 
 pub mod bin;
+pub mod daemon;
 pub mod mcp;
 
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! | 0 | success |
 //! | 1 | runtime failure (I/O, a locked database, ...) |
 //! | 2 | usage error (bad flags; clap exits with it) |
-//! | 77 | authentication failed: invalid token, expired or unknown conversation |
+//! | 77 | authentication failed: invalid or malformed token, expired or unknown conversation |
 //! | 78 | configuration error: wrong or missing key file, not an mcp-bridge database, schema too new |
 //!
 //! 77 and 78 (sysexits' `EX_NOPERM` and `EX_CONFIG`) do not heal by
@@ -34,7 +34,13 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
         .find_map(|cause| cause.downcast_ref::<Error>());
     match core {
         Some(
-            Error::InvalidToken { .. } | Error::Expired { .. } | Error::NoSuchConversation { .. },
+            Error::InvalidToken { .. }
+            | Error::Expired { .. }
+            | Error::NoSuchConversation { .. }
+            | Error::Invalid {
+                field: "token" | "conversation_id",
+                ..
+            },
         ) => AUTH,
         Some(
             Error::KeyFile { .. }

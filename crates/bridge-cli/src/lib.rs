@@ -8,6 +8,10 @@
 //! * [`LogArgs`]: `--log-format text|json` and `-v`, logging to stderr with
 //!   `tracing` (`RUST_LOG` overrides the level).
 //! * [`exit`]: the exit codes, and the one line an error prints.
+//! * [`agent`]: who a daemon acts as (`<conversation_id> [token]`,
+//!   `--token-file`, `BRIDGE_TOKEN`, `--session`).
+//! * [`daemon`]: opening a database that may not exist yet; systemd's
+//!   readiness and watchdog notifications.
 //! * [`shutdown_signal`]: SIGINT or SIGTERM, whichever comes first.
 //! * [`parse_duration`]: `30s`, `5m`, `1h30m` or plain seconds.
 //!
@@ -17,6 +21,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod daemon;
 pub mod exit;
 
 use std::io::IsTerminal;

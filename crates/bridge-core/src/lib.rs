@@ -68,8 +68,8 @@ pub use auth::{ConversationId, Credentials, SessionId, Token};
 pub use conversation::{CreatedConversation, NewConversation, ROLE_CHARS, TEAM_CHARS, TTL_RANGE};
 pub use error::{Error, Result};
 pub use message::{
-    ActionType, MAX_BODY_CHARS, MAX_FILE_CHARS, MAX_FILES, MAX_METADATA_CHARS, MAX_READ_LIMIT,
-    Message, NewMessage, SentMessage,
+    ActionType, InboxSummary, MAX_BODY_CHARS, MAX_FILE_CHARS, MAX_FILES, MAX_METADATA_CHARS,
+    MAX_READ_LIMIT, Message, NewMessage, SentMessage,
 };
 pub use status::{SessionStatus, Status};
 pub use store::{Store, StoreOptions};

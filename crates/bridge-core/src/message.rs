@@ -294,7 +294,7 @@ impl Store {
     pub async fn check(&self, credentials: &Credentials, limit: u32) -> Result<Vec<Message>> {
         let limit = read_limit(limit)?;
         loop {
-            let inbox = self.inbox(credentials, limit).await?;
+            let inbox = self.inbox(credentials, None, limit).await?;
             let (Some(first), Some(last)) = (inbox.messages.first(), inbox.messages.last()) else {
                 self.touch(credentials, inbox.last_seen, inbox.now).await?;
                 return Ok(Vec::new());
@@ -316,9 +316,55 @@ impl Store {
     /// Returns up to `limit` messages after the session's delivery cursor,
     /// without moving it.
     pub async fn peek(&self, credentials: &Credentials, limit: u32) -> Result<Vec<Message>> {
-        let inbox = self.inbox(credentials, read_limit(limit)?).await?;
+        let inbox = self.inbox(credentials, None, read_limit(limit)?).await?;
         self.touch(credentials, inbox.last_seen, inbox.now).await?;
         Ok(inbox.messages)
+    }
+
+    /// Returns up to `limit` messages for the session with ids above
+    /// `after_id`, whatever its delivery cursor says, without moving it: for
+    /// a watcher that keeps its own place.
+    pub async fn peek_after(
+        &self,
+        credentials: &Credentials,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let inbox = self
+            .inbox(credentials, Some(after_id), read_limit(limit)?)
+            .await?;
+        self.touch(credentials, inbox.last_seen, inbox.now).await?;
+        Ok(inbox.messages)
+    }
+
+    /// How many messages wait for the session, and the newest id addressed to
+    /// it, without reading them.
+    pub async fn inbox_summary(&self, credentials: &Credentials) -> Result<InboxSummary> {
+        let now = Timestamp::now();
+        let row: Option<SummaryRow> = sqlx::query_as(SUMMARY_SQL)
+            .bind(credentials.conversation_id.as_str())
+            .bind(credentials.session.as_str())
+            .fetch_optional(self.readers())
+            .await
+            .map_err(|error| self.shared().sqlx_error(error))?;
+        let found = row.as_ref().map(|row| {
+            (
+                row.digest.as_slice(),
+                Timestamp::from_millis(row.expires_at),
+            )
+        });
+        self.authenticate_read(credentials, found, now).await?;
+        let Some(row) = row else {
+            return Err(Error::NoSuchConversation {
+                conversation_id: credentials.conversation_id.clone(),
+            });
+        };
+        self.touch(credentials, row.last_seen, now).await?;
+        Ok(InboxSummary {
+            unread: u64::try_from(row.unread).unwrap_or(0),
+            delivered_id: row.delivered_id,
+            newest_id: row.newest_id,
+        })
     }
 
     /// Re-reads messages of the conversation in both directions, whatever the
@@ -358,12 +404,18 @@ impl Store {
     }
 
     /// The authenticated read behind `check` and `peek`.
-    async fn inbox(&self, credentials: &Credentials, limit: u32) -> Result<Inbox> {
+    async fn inbox(
+        &self,
+        credentials: &Credentials,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Inbox> {
         let now = Timestamp::now();
         let rows: Vec<MessageRowRead> = sqlx::query_as(INBOX_SQL)
             .bind(credentials.conversation_id.as_str())
             .bind(credentials.session.as_str())
             .bind(limit)
+            .bind(after_id)
             .fetch_all(self.readers())
             .await
             .map_err(|error| self.shared().sqlx_error(error))?;
@@ -384,6 +436,41 @@ impl Store {
             now,
         })
     }
+}
+
+/// What waits for a session, from [`Store::inbox_summary`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct InboxSummary {
+    /// Messages after the delivery cursor.
+    pub unread: u64,
+    /// The delivery cursor: the last message handed out by a consuming read.
+    pub delivered_id: i64,
+    /// The newest message addressed to the session (0 if none).
+    pub newest_id: i64,
+}
+
+/// The caller's credentials row and the counts of [`InboxSummary`] (?1
+/// conversation, ?2 session).
+const SUMMARY_SQL: &str = "
+SELECT c.expires_at,
+       CASE ?2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
+       s.last_seen, s.delivered_id,
+       (SELECT count(*) FROM message
+        WHERE conversation_id = ?1 AND recipient = ?2 AND id > s.delivered_id) AS unread,
+       coalesce((SELECT max(id) FROM message
+                 WHERE conversation_id = ?1 AND recipient = ?2), 0) AS newest_id
+FROM conversation AS c
+JOIN session AS s ON s.conversation_id = c.id AND s.session = ?2
+WHERE c.id = ?1";
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    expires_at: i64,
+    digest: Vec<u8>,
+    last_seen: Option<i64>,
+    delivered_id: i64,
+    unread: i64,
+    newest_id: i64,
 }
 
 /// The session's unread messages and what the read saw of the session.
@@ -419,10 +506,12 @@ macro_rules! message_read {
 }
 
 /// Messages for the session after its cursor, at most ?3.
+/// With ?4 an id, the messages after it instead, whatever the cursor says.
 const INBOX_SQL: &str = message_read!(
     "SELECT * FROM message
      WHERE conversation_id = ?1 AND recipient = ?2
-       AND id > (SELECT delivered_id FROM session WHERE conversation_id = ?1 AND session = ?2)
+       AND id > coalesce(?4, (SELECT delivered_id FROM session
+                              WHERE conversation_id = ?1 AND session = ?2))
      ORDER BY id LIMIT ?3"
 );
 

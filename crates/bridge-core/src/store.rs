@@ -195,6 +195,15 @@ struct Inner {
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Started by the first [`Store::subscribe`]; stopped with the store.
     watcher: Mutex<Option<DatabaseWatcher>>,
+    /// Device and inode of the database file when opened, to notice that it
+    /// was replaced.
+    identity: Option<(u64, u64)>,
+}
+
+/// Device and inode of `path`, if it exists.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|meta| (meta.dev(), meta.ino()))
 }
 
 impl std::fmt::Debug for Store {
@@ -267,6 +276,7 @@ impl Store {
             connect.busy_timeout(Duration::ZERO),
         );
         tracing::debug!(database = %shared.path.display(), "store opened");
+        let identity = file_identity(&shared.path);
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
@@ -274,6 +284,7 @@ impl Store {
                 writer,
                 checkpointer: Mutex::new(Some(checkpointer)),
                 watcher: Mutex::new(None),
+                identity,
             }),
         })
     }
@@ -281,6 +292,14 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.shared.path
+    }
+
+    /// Whether the file at the store's path is no longer the one it opened
+    /// (deleted, or replaced by another database). The store keeps using
+    /// the file it opened; a long-running process should close it and open
+    /// the path again.
+    pub fn replaced(&self) -> bool {
+        file_identity(self.path()) != self.inner.identity
     }
 
     /// The options the store was opened with.

@@ -298,3 +298,70 @@ async fn a_check_that_finds_nothing_writes_nothing() {
     assert_ne!(scalar(&mut raw, "PRAGMA data_version").await, version);
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_watcher_reads_after_its_own_place_and_moves_no_cursor() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let empty = store.inbox_summary(&conversation.b).await.unwrap();
+    assert_eq!(
+        (empty.unread, empty.delivered_id, empty.newest_id),
+        (0, 0, 0)
+    );
+
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(
+            store
+                .send(&conversation.a, NewMessage::new(format!("m{n}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // A message the other way is not the watcher's.
+    store
+        .send(&conversation.b, NewMessage::new("reply"))
+        .await
+        .unwrap();
+
+    let after: Vec<i64> = store
+        .peek_after(&conversation.b, ids[1], 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(after, ids[2..]);
+    assert_eq!(
+        store
+            .peek_after(&conversation.b, ids[4], 100)
+            .await
+            .unwrap(),
+        vec![]
+    );
+
+    // The agent consumes two; the watcher's reads changed nothing for it.
+    assert_eq!(store.check(&conversation.b, 2).await.unwrap().len(), 2);
+    let summary = store.inbox_summary(&conversation.b).await.unwrap();
+    assert_eq!(summary.unread, 3);
+    assert_eq!(summary.delivered_id, ids[1]);
+    assert_eq!(summary.newest_id, ids[4]);
+    assert_eq!(
+        store
+            .peek_after(&conversation.b, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+
+    let stranger = Credentials {
+        token: Token::generate().unwrap(),
+        ..conversation.b.clone()
+    };
+    assert!(store.inbox_summary(&stranger).await.is_err());
+    assert!(store.peek_after(&stranger, 0, 10).await.is_err());
+    store.close().await;
+}

@@ -364,3 +364,19 @@ fn bridge_db_names_the_database() {
         std::path::PathBuf::from("/srv/agents/team.db")
     );
 }
+
+#[tokio::test]
+async fn a_replaced_database_file_is_noticed() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    assert!(!store.replaced());
+    let moved = db.dir.path().join("old.db");
+    fs::rename(&db.path, &moved).unwrap();
+    assert!(store.replaced(), "the file is gone from the path");
+    fs::rename(&moved, &db.path).unwrap();
+    assert!(!store.replaced(), "the same file is back");
+    fs::remove_file(&db.path).unwrap();
+    fs::write(&db.path, b"another file in its place").unwrap();
+    assert!(store.replaced(), "a new file at the path");
+    store.close().await;
+}

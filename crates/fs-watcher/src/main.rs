@@ -1,0 +1,279 @@
+//! `fs-watcher`: reports each new message for a session the moment another
+//! process commits it.
+//!
+//! It waits on `bridge-core`'s change notification (inotify on the
+//! database's WAL, not inotify-tools and a shell) and, for each new message,
+//! exactly once and in order, prints one line (JSON by default, or text) and,
+//! with `--exec CMD`, runs `sh -c CMD` with the message on stdin and
+//! `BRIDGE_CONVERSATION_ID`, `BRIDGE_SESSION`, `BRIDGE_MESSAGE_ID`,
+//! `BRIDGE_ACTION_TYPE` in its environment (a failing command is logged,
+//! never fatal). It peeks: the agent still receives every message from
+//! `check_messages`. It keeps its own place: the last id it reported, in
+//! memory, and in `--state-file` if given. On start it reports what is
+//! unread, or with `--from-now` only what comes next. It records a heartbeat
+//! every `--heartbeat` as it goes.
+//!
+//! Like `keepalive-daemon`: it waits for a database that does not exist yet,
+//! reopens one that was replaced, stops on SIGTERM or SIGINT, speaks
+//! systemd's notification protocol, and exits 77 on a wrong or expired token.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use bridge_cli::agent::AgentArgs;
+use bridge_cli::daemon::{open_when_ready, systemd};
+use bridge_cli::{LogArgs, RateLimitArgs, StoreArgs, exit, parse_duration, shutdown_signal};
+use bridge_core::{Credentials, Message};
+use clap::{Parser, ValueEnum};
+use tokio::io::AsyncWriteExt;
+
+/// Messages read at a time.
+const BATCH: u32 = 500;
+
+/// Reports each new message for a session as soon as it is committed.
+#[derive(Parser, Debug)]
+#[command(name = "fs-watcher", version)]
+struct Args {
+    #[command(flatten)]
+    agent: AgentArgs,
+
+    /// The format of the line printed for each message
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+
+    /// Run this shell command for each message, with the message on stdin
+    #[arg(long, value_name = "CMD")]
+    exec: Option<String>,
+
+    /// Remember the last id reported in this file, across restarts
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<PathBuf>,
+
+    /// Report only messages that arrive after the start, not those already unread
+    #[arg(long)]
+    from_now: bool,
+
+    /// Time between heartbeats
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    heartbeat: Duration,
+
+    #[command(flatten)]
+    store: StoreArgs,
+
+    #[command(flatten)]
+    limit: RateLimitArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// How a message is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// One JSON object per line.
+    Json,
+    /// One readable line (newlines in the message shown as \n).
+    Text,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    args.log.init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let outcome = runtime
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    systemd::stopping();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => exit::report("fs-watcher", &error),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.heartbeat.is_zero() {
+        anyhow::bail!("--heartbeat must be longer than zero");
+    }
+    let credentials = args.agent.credentials()?;
+    let mut options = args.store.options()?;
+    args.limit.apply(&mut options);
+    options.readers = 1;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+
+    let Some(mut store) = open_when_ready(options.clone(), &mut shutdown).await? else {
+        return Ok(());
+    };
+    let summary = store.inbox_summary(&credentials).await?;
+    let mut last = match read_state(args.state_file.as_deref())? {
+        Some(last) => last,
+        None if args.from_now => summary.newest_id,
+        None => summary.delivered_id,
+    };
+    store.heartbeat(&credentials).await?;
+    tracing::info!(
+        conversation_id = %credentials.conversation_id,
+        session = %credentials.session,
+        after = last,
+        "watching"
+    );
+    systemd::ready();
+    let watchdog = systemd::watchdog_interval();
+    let mut watchdog_ticks = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut heartbeats = tokio::time::interval(args.heartbeat);
+    heartbeats.reset();
+    // Subscribe before the first read, so that a commit in between wakes us.
+    let mut changes = store.subscribe();
+    loop {
+        // Everything after `last`, in batches, before waiting again.
+        loop {
+            let messages = store.peek_after(&credentials, last, BATCH).await?;
+            for message in &messages {
+                if !report(&args, &credentials, message).await? {
+                    tracing::info!("stdout is closed; stopping");
+                    store.close().await;
+                    return Ok(());
+                }
+                last = message.id;
+            }
+            if !messages.is_empty() {
+                write_state(args.state_file.as_deref(), last)?;
+            }
+            if messages.len() < BATCH as usize {
+                break;
+            }
+        }
+        tokio::select! {
+            signal = &mut shutdown => {
+                tracing::info!(signal, "stopping");
+                break;
+            }
+            changed = changes.changed() => changed?,
+            _ = heartbeats.tick() => {
+                if store.replaced() {
+                    tracing::warn!(database = %store.path().display(), "the database file was replaced; reopening it");
+                    store.close().await;
+                    let Some(reopened) = open_when_ready(options.clone(), &mut shutdown).await? else {
+                        return Ok(());
+                    };
+                    store = reopened;
+                    changes = store.subscribe();
+                }
+                if let Err(error) = store.heartbeat(&credentials).await {
+                    let error = anyhow::Error::from(error);
+                    if exit::code_for(&error) == exit::AUTH {
+                        store.close().await;
+                        return Err(error);
+                    }
+                    tracing::warn!("heartbeat failed: {error:#}");
+                }
+            }
+            _ = watchdog_ticks.tick(), if watchdog.is_some() => systemd::watchdog(),
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Prints the line for `message` and runs `--exec`. Returns `false` if stdout
+/// is gone (nobody is listening any more).
+async fn report(args: &Args, credentials: &Credentials, message: &Message) -> anyhow::Result<bool> {
+    let line = match args.format {
+        Format::Json => serde_json::json!({
+            "id": message.id,
+            "conversation_id": message.conversation_id,
+            "from": message.from,
+            "action_type": message.action_type,
+            "timestamp": message.created_at,
+            "message": message.body,
+            "files_involved": message.files_involved,
+        })
+        .to_string(),
+        Format::Text => format!(
+            "#{} {} from {} ({}): {}",
+            message.id,
+            message.created_at,
+            message.from,
+            message.action_type,
+            message.body.replace('\\', "\\\\").replace('\n', "\\n")
+        ),
+    };
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        return Ok(false);
+    }
+    drop(out);
+    if let Some(command) = &args.exec {
+        run_command(command, credentials, message).await;
+    }
+    Ok(true)
+}
+
+/// Runs `sh -c command` with the message on stdin; a failure is logged.
+async fn run_command(command: &str, credentials: &Credentials, message: &Message) {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env(
+            "BRIDGE_CONVERSATION_ID",
+            credentials.conversation_id.as_str(),
+        )
+        .env("BRIDGE_SESSION", credentials.session.as_str())
+        .env("BRIDGE_MESSAGE_ID", message.id.to_string())
+        .env("BRIDGE_ACTION_TYPE", message.action_type.as_str())
+        .env_remove("BRIDGE_TOKEN")
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => {
+            tracing::warn!(message_id = message.id, %error, "cannot run --exec");
+            return;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its input is fine.
+        let _ = stdin.write_all(message.body.as_bytes()).await;
+    }
+    match child.wait().await {
+        Ok(status) if status.success() => {}
+        Ok(status) => tracing::warn!(message_id = message.id, %status, "--exec failed"),
+        Err(error) => tracing::warn!(message_id = message.id, %error, "--exec failed"),
+    }
+}
+
+/// The last id recorded in the state file, if there is one.
+fn read_state(path: Option<&Path>) -> anyhow::Result<Option<i64>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            text.trim().parse().map(Some).with_context(|| {
+                format!("state file {} does not hold a message id", path.display())
+            })
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => {
+            Err(error).with_context(|| format!("cannot read state file {}", path.display()))
+        }
+    }
+}
+
+/// Records `last` in the state file, whole or not at all (write, then rename).
+fn write_state(path: Option<&Path>, last: i64) -> anyhow::Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    std::fs::write(&temporary, format!("{last}\n"))
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .with_context(|| format!("cannot write state file {}", path.display()))
+}

@@ -1,0 +1,257 @@
+//! `fs-watcher`.
+
+use std::time::Duration;
+
+use bridge_core::NewMessage;
+use bridge_tests::daemon::Daemon;
+use bridge_tests::mcp::{Agent, caller};
+use bridge_tests::{TempDb, pair};
+use serde_json::{Value, json};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The next line as JSON.
+fn next(daemon: &Daemon) -> Value {
+    let line = daemon
+        .line(10 * SECOND)
+        .unwrap_or_else(|| panic!("no line from fs-watcher; stderr:\n{}", daemon.stderr()));
+    serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_two_processes_arrives_once_each_in_order_and_stays_unread() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let id = conversation.created.id.to_string();
+    let mut watcher = Daemon::start(
+        "fs-watcher",
+        &db.path,
+        &[&id],
+        &[("BRIDGE_TOKEN", &conversation.b.token.reveal())],
+    );
+    assert!(
+        watcher.wait_for_stderr("watching", 10 * SECOND),
+        "{}",
+        watcher.stderr()
+    );
+
+    // Two other processes (agents' servers, as session a) send 500 each.
+    let token_a = conversation.a.token.reveal();
+    let senders = (0..2).map(|sender| {
+        let (database, id, token) = (db.path.clone(), id.clone(), token_a.clone());
+        tokio::spawn(async move {
+            let agent = Agent::stdio(&database, &[]).await;
+            let mut ids = Vec::new();
+            for n in 0..500 {
+                let sent = agent
+                    .ok(
+                        "send_to_partner",
+                        caller(
+                            &id,
+                            "a",
+                            &token,
+                            json!({"message": format!("{sender}:{n}")}),
+                        ),
+                    )
+                    .await;
+                ids.push(sent["message_id"].as_i64().unwrap());
+            }
+            agent.stop().await;
+            ids
+        })
+    });
+    let mut sent = Vec::new();
+    for sender in senders {
+        sent.extend(sender.await.unwrap());
+    }
+    sent.sort_unstable();
+
+    let mut seen = Vec::new();
+    for _ in 0..1000 {
+        let line = next(&watcher);
+        assert_eq!(line["from"], "a");
+        assert_eq!(line["action_type"], "info");
+        assert!(line["timestamp"].is_string());
+        seen.push(line["id"].as_i64().unwrap());
+    }
+    assert_eq!(seen, sent, "every message once, in id order");
+    assert!(
+        watcher.line(Duration::from_millis(300)).is_none(),
+        "nothing more"
+    );
+
+    // The agent still receives all 1000.
+    let received = store.check(&conversation.b, 1000).await.unwrap();
+    assert_eq!(received.iter().map(|m| m.id).collect::<Vec<_>>(), sent);
+    let (status, _) = watcher
+        .signal("TERM", 5 * SECOND)
+        .expect("exits on SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn exec_gets_the_message_on_stdin_and_its_details_in_the_environment() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let id = conversation.created.id.to_string();
+    let out = db.dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let command = format!(
+        "cat > {out}/$BRIDGE_MESSAGE_ID.txt; env | grep ^BRIDGE_ | sort > {out}/$BRIDGE_MESSAGE_ID.env; exit 3",
+        out = out.display()
+    );
+    let mut watcher = Daemon::start(
+        "fs-watcher",
+        &db.path,
+        &[&id, "--exec", &command, "--format", "text"],
+        &[("BRIDGE_TOKEN", &conversation.b.token.reveal())],
+    );
+    assert!(
+        watcher.wait_for_stderr("watching", 10 * SECOND),
+        "{}",
+        watcher.stderr()
+    );
+    let mut question = NewMessage::new("line one\nline two");
+    question.action_type = bridge_core::ActionType::Question;
+    let sent = store.send(&conversation.a, question).await.unwrap();
+    let line = watcher.line(10 * SECOND).expect("a line");
+    assert!(line.starts_with(&format!("#{} ", sent.id)), "{line}");
+    assert!(
+        line.ends_with("from a (question): line one\\nline two"),
+        "{line}"
+    );
+
+    let text_file = out.join(format!("{}.txt", sent.id));
+    let env_file = out.join(format!("{}.env", sent.id));
+    assert!(
+        watcher.wait_for_stderr("--exec failed", 10 * SECOND),
+        "a failing command is logged"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&text_file).unwrap(),
+        "line one\nline two"
+    );
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(
+        env.contains(&format!("BRIDGE_CONVERSATION_ID={id}\n")),
+        "{env}"
+    );
+    assert!(env.contains("BRIDGE_SESSION=b\n"), "{env}");
+    assert!(
+        env.contains(&format!("BRIDGE_MESSAGE_ID={}\n", sent.id)),
+        "{env}"
+    );
+    assert!(env.contains("BRIDGE_ACTION_TYPE=question\n"), "{env}");
+    assert!(
+        !env.contains("BRIDGE_TOKEN"),
+        "the token is not passed on: {env}"
+    );
+
+    // A failing command is not fatal: the next message is reported too.
+    let next = store
+        .send(&conversation.a, NewMessage::new("again"))
+        .await
+        .unwrap();
+    let line = watcher.line(10 * SECOND).expect("a second line");
+    assert!(line.starts_with(&format!("#{} ", next.id)), "{line}");
+    let (status, _) = watcher.signal("TERM", 5 * SECOND).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn it_starts_at_the_unread_or_now_or_where_its_state_file_says() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let id = conversation.created.id.to_string();
+    let token = conversation.b.token.reveal();
+    let first = store
+        .send(&conversation.a, NewMessage::new("first"))
+        .await
+        .unwrap();
+    let second = store
+        .send(&conversation.a, NewMessage::new("second"))
+        .await
+        .unwrap();
+    // The agent read the first: only the second is unread.
+    assert_eq!(
+        store.check(&conversation.b, 1).await.unwrap()[0].id,
+        first.id
+    );
+
+    let state = db.dir.path().join("watcher.state");
+    let state_arg = state.to_str().unwrap();
+    let mut watcher = Daemon::start(
+        "fs-watcher",
+        &db.path,
+        &[&id, "--state-file", state_arg],
+        &[("BRIDGE_TOKEN", &token)],
+    );
+    assert_eq!(
+        next(&watcher)["id"],
+        second.id,
+        "starts with what is unread"
+    );
+    watcher.signal("TERM", 5 * SECOND).expect("exits");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap().trim(),
+        second.id.to_string()
+    );
+
+    let third = store
+        .send(&conversation.a, NewMessage::new("third"))
+        .await
+        .unwrap();
+    let mut watcher = Daemon::start(
+        "fs-watcher",
+        &db.path,
+        &[&id, "--state-file", state_arg],
+        &[("BRIDGE_TOKEN", &token)],
+    );
+    assert_eq!(
+        next(&watcher)["id"],
+        third.id,
+        "continues after the state file's id"
+    );
+    watcher.signal("TERM", 5 * SECOND).expect("exits");
+
+    let mut watcher = Daemon::start(
+        "fs-watcher",
+        &db.path,
+        &[&id, "--from-now"],
+        &[("BRIDGE_TOKEN", &token)],
+    );
+    assert!(watcher.wait_for_stderr("watching", 10 * SECOND));
+    assert!(
+        watcher.line(Duration::from_millis(300)).is_none(),
+        "nothing old with --from-now"
+    );
+    let fourth = store
+        .send(&conversation.a, NewMessage::new("fourth"))
+        .await
+        .unwrap();
+    assert_eq!(next(&watcher)["id"], fourth.id);
+    watcher.signal("TERM", 5 * SECOND).expect("exits");
+
+    std::fs::write(&state, "not a number\n").unwrap();
+    let mut watcher = Daemon::start(
+        "fs-watcher",
+        &db.path,
+        &[&id, "--state-file", state_arg],
+        &[("BRIDGE_TOKEN", &token)],
+    );
+    let status = watcher.wait(10 * SECOND).expect("a bad state file ends it");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        watcher.stderr().contains(&format!(
+            "state file {state_arg} does not hold a message id"
+        )),
+        "{}",
+        watcher.stderr()
+    );
+    store.close().await;
+}

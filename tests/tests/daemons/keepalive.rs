@@ -1,0 +1,201 @@
+//! `keepalive-daemon`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bridge_core::{NewConversation, Store, StoreOptions, Token};
+use bridge_tests::daemon::{Daemon, run};
+use bridge_tests::{TempDb, pair, pair_of};
+
+use crate::token_file;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn heartbeats_appear_and_keep_their_rhythm() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let tokens = token_file(db.dir.path(), &conversation.b.token);
+    let id = conversation.created.id.to_string();
+    let mut daemon = Daemon::start(
+        "keepalive-daemon",
+        &db.path,
+        &[
+            &id,
+            "--token-file",
+            tokens.to_str().unwrap(),
+            "--interval",
+            "200ms",
+        ],
+        &[],
+    );
+    assert!(
+        daemon.wait_for_stderr("beating", 10 * SECOND),
+        "{}",
+        daemon.stderr()
+    );
+    let mut beats = BTreeSet::new();
+    let watching = std::time::Instant::now();
+    while watching.elapsed() < Duration::from_millis(1_500) {
+        let partner = store.partner_status(&conversation.a).await.unwrap();
+        beats.extend(partner.last_heartbeat.map(|at| at.as_millis()));
+        assert!(partner.alive);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        beats.len() >= 4,
+        "only {} heartbeats in 1.5 s at 200 ms",
+        beats.len()
+    );
+    let beats: Vec<i64> = beats.into_iter().collect();
+    for pair in beats.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 200,
+            "two heartbeats {} ms apart",
+            pair[1] - pair[0]
+        );
+    }
+    assert!(
+        daemon.stderr().contains("0 unread messages"),
+        "{}",
+        daemon.stderr()
+    );
+    let (status, _) = daemon.signal("TERM", 5 * SECOND).expect("exits on SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn it_waits_for_a_database_created_after_it_started() {
+    // The conversation is made in a database elsewhere, then moved to where
+    // the daemon waits for it.
+    let elsewhere = TempDb::new();
+    let store = elsewhere.open().await;
+    let conversation = pair(&store).await;
+    store.close().await;
+    let db = TempDb::new();
+    let id = conversation.created.id.to_string();
+    let mut daemon = Daemon::start(
+        "keepalive-daemon",
+        &db.path,
+        &[&id, "--interval", "100ms"],
+        &[("BRIDGE_TOKEN", &conversation.b.token.reveal())],
+    );
+    assert!(
+        daemon.wait_for_stderr("waiting for the database", 10 * SECOND),
+        "{}",
+        daemon.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        daemon.stderr().matches("waiting for the database").count(),
+        1,
+        "said once"
+    );
+    std::fs::rename(&elsewhere.path, &db.path).unwrap();
+    std::fs::rename(
+        bridge_core::config::default_key_file(&elsewhere.path),
+        bridge_core::config::default_key_file(&db.path),
+    )
+    .unwrap();
+    assert!(
+        daemon.wait_for_stderr("beating", 10 * SECOND),
+        "{}",
+        daemon.stderr()
+    );
+    let store = Store::open(StoreOptions::new(&db.path)).await.unwrap();
+    let conversation = pair_of(conversation.created);
+    assert!(
+        store
+            .partner_status(&conversation.a)
+            .await
+            .unwrap()
+            .last_heartbeat
+            .is_some()
+    );
+    let (status, _) = daemon.signal("TERM", 5 * SECOND).expect("exits on SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_stop_it_promptly_with_status_0() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let id = conversation.created.id.to_string();
+    let token = conversation.b.token.reveal();
+    for signal in ["TERM", "INT"] {
+        let mut daemon = Daemon::start(
+            "keepalive-daemon",
+            &db.path,
+            &[&id],
+            &[("BRIDGE_TOKEN", &token)],
+        );
+        assert!(
+            daemon.wait_for_stderr("beating", 10 * SECOND),
+            "{}",
+            daemon.stderr()
+        );
+        let (status, took) = daemon.signal(signal, 5 * SECOND).expect("exits");
+        assert_eq!(status.code(), Some(0), "SIG{signal}: {}", daemon.stderr());
+        eprintln!("SIG{signal} to exit: {took:?}");
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_wrong_or_expired_token_exits_with_the_authentication_code() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let id = conversation.created.id.to_string();
+    let wrong = Token::generate().unwrap().reveal();
+    let (code, _, stderr) = run(
+        "keepalive-daemon",
+        &db.path,
+        &[&id],
+        &[("BRIDGE_TOKEN", &wrong)],
+    );
+    assert_eq!(code, Some(77));
+    assert!(
+        stderr.contains(&format!(
+            "keepalive-daemon: invalid token for session b of conversation {id}"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&wrong));
+
+    let (code, _, stderr) = run("keepalive-daemon", &db.path, &[&id, "not-a-token"], &[]);
+    assert_eq!(code, Some(77));
+    assert!(
+        stderr.contains("a token is 64 hexadecimal characters"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("where other users can see it"),
+        "a warning for a token in argv: {stderr}"
+    );
+
+    let (code, _, stderr) = run("keepalive-daemon", &db.path, &[&id], &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("no token: give it with --token-file PATH, in BRIDGE_TOKEN"),
+        "{stderr}"
+    );
+
+    let mut short = NewConversation::new("orchestrator", "worker");
+    short.ttl = Some(SECOND);
+    let expiring = pair_of(store.create_conversation(short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (code, _, stderr) = run(
+        "keepalive-daemon",
+        &db.path,
+        &[expiring.created.id.as_str()],
+        &[("BRIDGE_TOKEN", &expiring.b.token.reveal())],
+    );
+    assert_eq!(code, Some(77));
+    assert!(stderr.contains("expired conversation"), "{stderr}");
+    store.close().await;
+}
