@@ -13,7 +13,8 @@ use crate::bin;
 /// A running daemon.
 pub struct Daemon {
     child: Child,
-    lines: mpsc::Receiver<String>,
+    /// Stdout lines, with the instant each was read.
+    lines: mpsc::Receiver<(Instant, String)>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -38,7 +39,7 @@ impl Daemon {
         let stdout = child.stdout.take().expect("stdout");
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
+                if send.send((Instant::now(), line)).is_err() {
                     break;
                 }
             }
@@ -71,6 +72,11 @@ impl Daemon {
 
     /// The next stdout line, if one comes within `timeout`.
     pub fn line(&self, timeout: Duration) -> Option<String> {
+        self.timed_line(timeout).map(|(_, line)| line)
+    }
+
+    /// The next stdout line and the instant it was read.
+    pub fn timed_line(&self, timeout: Duration) -> Option<(Instant, String)> {
         self.lines.recv_timeout(timeout).ok()
     }
 
