@@ -148,17 +148,31 @@ impl LogArgs {
     }
 }
 
-/// Waits for SIGINT or SIGTERM and says which came.
-pub async fn shutdown_signal() -> &'static str {
+/// A future that resolves on SIGINT or SIGTERM and says which came.
+///
+/// The handlers are installed when this is called, not when the future is
+/// first polled: a signal that arrives in between is caught too, instead of
+/// killing the process with the default action. Call it first thing, inside
+/// the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = terminate.recv() => "SIGTERM",
-        },
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (terminate, interrupt) {
+            (Ok(mut terminate), Ok(mut interrupt)) => tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            },
+            (Ok(mut terminate), Err(_)) => {
+                terminate.recv().await;
+                "SIGTERM"
+            }
+            (Err(_), Ok(mut interrupt)) => {
+                interrupt.recv().await;
+                "SIGINT"
+            }
+            (Err(_), Err(_)) => std::future::pending().await,
         }
     }
 }

@@ -70,6 +70,8 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // First: from here on, a signal is caught rather than fatal.
+    let signal = shutdown_signal();
     let mut store_args = args.store;
     if let Some(database) = args.database {
         store_args.db = Some(database);
@@ -84,7 +86,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(database = %store.path().display(), "store open");
     let bridge = Bridge::new(store.clone());
     let shutdown = async {
-        let signal = shutdown_signal().await;
+        let signal = signal.await;
         tracing::info!(signal, "shutting down");
     };
     let served = match args.http {

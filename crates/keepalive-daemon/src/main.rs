@@ -64,12 +64,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.interval.is_zero() {
         anyhow::bail!("--interval must be longer than zero");
     }
+    // First: from here on, a signal is caught rather than fatal.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     let credentials = args.agent.credentials()?;
     let mut options = args.store.options()?;
     args.limit.apply(&mut options);
     options.readers = 1;
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
 
     let Some(mut store) = open_when_ready(options.clone(), &mut shutdown).await? else {
         return Ok(());

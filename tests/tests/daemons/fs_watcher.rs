@@ -255,3 +255,40 @@ async fn it_starts_at_the_unread_or_now_or_where_its_state_file_says() {
     );
     store.close().await;
 }
+
+/// A signal while the first messages are being reported (here, during a
+/// slow --exec) is handled, not fatal: the batch finishes, the state is
+/// written, the exit is clean.
+#[tokio::test]
+async fn a_signal_during_the_first_batch_ends_it_cleanly() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let id = conversation.created.id.to_string();
+    let sent = store
+        .send(&conversation.a, NewMessage::new("slow"))
+        .await
+        .unwrap();
+    let state = db.dir.path().join("watcher.state");
+    let mut watcher = Daemon::start(
+        "fs-watcher",
+        &db.path,
+        &[
+            &id,
+            "--exec",
+            "sleep 1",
+            "--state-file",
+            state.to_str().unwrap(),
+        ],
+        &[("BRIDGE_TOKEN", &conversation.b.token.reveal())],
+    );
+    assert_eq!(next(&watcher)["id"], sent.id);
+    // --exec is running now.
+    let (status, _) = watcher.signal("TERM", 10 * SECOND).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", watcher.stderr());
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap().trim(),
+        sent.id.to_string()
+    );
+    store.close().await;
+}
