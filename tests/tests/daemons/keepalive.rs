@@ -199,3 +199,61 @@ async fn a_wrong_or_expired_token_exits_with_the_authentication_code() {
     assert!(stderr.contains("expired conversation"), "{stderr}");
     store.close().await;
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once running, then
+/// WATCHDOG=1 pings, from both daemons. A datagram socket stands in for
+/// systemd's. The token is given the original way, after the id.
+#[tokio::test]
+async fn it_tells_systemd_it_is_ready_and_pings_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let id = conversation.created.id.to_string();
+    let token = conversation.b.token.reveal();
+    for daemon_name in ["keepalive-daemon", "fs-watcher"] {
+        let socket_path = db.dir.path().join(format!("{daemon_name}.notify"));
+        let socket = UnixDatagram::bind(&socket_path).unwrap();
+        socket.set_read_timeout(Some(10 * SECOND)).unwrap();
+        let mut daemon = Daemon::start(
+            daemon_name,
+            &db.path,
+            &[&id, &token],
+            &[
+                ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+                // 400 ms: pings every 200 ms.
+                ("WATCHDOG_USEC", "400000"),
+            ],
+        );
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 256];
+        while received
+            .iter()
+            .filter(|m: &&String| m.contains("WATCHDOG=1"))
+            .count()
+            < 3
+        {
+            let length = socket.recv(&mut buffer).unwrap_or_else(|_| {
+                panic!(
+                    "{daemon_name} sent {received:?}; stderr:\n{}",
+                    daemon.stderr()
+                )
+            });
+            received.push(String::from_utf8_lossy(&buffer[..length]).trim().to_owned());
+        }
+        assert_eq!(received[0], "READY=1", "{daemon_name}: {received:?}");
+        let (status, _) = daemon.signal("TERM", 5 * SECOND).expect("exits");
+        assert_eq!(status.code(), Some(0));
+        socket.set_read_timeout(Some(SECOND)).unwrap();
+        let mut rest = Vec::new();
+        while let Ok(length) = socket.recv(&mut buffer) {
+            rest.push(String::from_utf8_lossy(&buffer[..length]).trim().to_owned());
+        }
+        assert!(
+            rest.iter().any(|m| m == "STOPPING=1"),
+            "{daemon_name}: {rest:?}"
+        );
+    }
+    store.close().await;
+}
