@@ -10,7 +10,7 @@ use crate::auth::{ConversationId, Credentials, SessionId, Token};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::time::Timestamp;
-use crate::writer::{Batch, ConversationRow, Operation};
+use crate::writer::{Batch, ConversationRow, Lookups, Operation};
 
 /// Characters allowed in a role.
 pub const ROLE_CHARS: RangeInclusive<usize> = 3..=100;
@@ -194,7 +194,7 @@ struct CreateOp {
 impl Operation for CreateOp {
     type Output = (Timestamp, Timestamp);
 
-    fn lookups(&self, _: &mut Vec<(ConversationId, SessionId)>) {}
+    fn lookups(&self, _: &mut Lookups) {}
 
     fn apply(&self, batch: &mut Batch<'_>) -> Result<(Timestamp, Timestamp)> {
         let created_at = batch.now;
@@ -229,8 +229,10 @@ struct ExpireOp {
 impl Operation for ExpireOp {
     type Output = Vec<ConversationId>;
 
-    fn lookups(&self, out: &mut Vec<(ConversationId, SessionId)>) {
-        out.extend(self.ids.iter().map(|id| (id.clone(), SessionId::A)));
+    fn lookups(&self, out: &mut Lookups) {
+        for id in &self.ids {
+            out.session(id, SessionId::A);
+        }
     }
 
     fn apply(&self, batch: &mut Batch<'_>) -> Result<Vec<ConversationId>> {

@@ -50,6 +50,22 @@ pub enum Error {
         retry_after: Duration,
     },
 
+    /// The caller may not do this (e.g. a worker assigning a task).
+    #[error("not allowed: {reason}")]
+    NotAllowed {
+        /// Why not.
+        reason: String,
+    },
+
+    /// No task with that id is assigned to the caller's conversation.
+    #[error("no such task in conversation {conversation_id}: #{task_id}")]
+    NoSuchTask {
+        /// The conversation asked in.
+        conversation_id: ConversationId,
+        /// The task id asked for.
+        task_id: i64,
+    },
+
     /// An argument is out of bounds or malformed.
     #[error("invalid {field}: {reason}")]
     Invalid {
@@ -225,6 +241,16 @@ impl Clone for Error {
             },
             Error::RateLimited { retry_after } => Error::RateLimited {
                 retry_after: *retry_after,
+            },
+            Error::NotAllowed { reason } => Error::NotAllowed {
+                reason: reason.clone(),
+            },
+            Error::NoSuchTask {
+                conversation_id,
+                task_id,
+            } => Error::NoSuchTask {
+                conversation_id: conversation_id.clone(),
+                task_id: *task_id,
             },
             Error::Invalid { field, reason } => Error::Invalid {
                 field,

@@ -34,7 +34,8 @@
 //!   readers and the writer.
 //! * `writer`: the single writer task that commits operations in batches;
 //!   `checkpoint`: WAL checkpoints in the background, off the write path.
-//! * `conversation`, `message`, `status`: the domain operations.
+//! * `conversation`, `message`, `status`, `task`: the domain operations
+//!   (`task` also finds silent workers and reassigns their tasks).
 //! * `auth`: ids, sessions, tokens and the server key.
 //! * `audit`: the hash chain and its verification.
 //! * `redact`, `limit`, `watch`: redaction, rate limits, change notification.
@@ -59,6 +60,7 @@ mod message;
 pub mod redact;
 mod status;
 mod store;
+mod task;
 mod time;
 mod watch;
 mod writer;
@@ -69,9 +71,12 @@ pub use conversation::{CreatedConversation, NewConversation, ROLE_CHARS, TEAM_CH
 pub use error::{Error, Result};
 pub use message::{
     ActionType, InboxSummary, MAX_BODY_CHARS, MAX_FILE_CHARS, MAX_FILES, MAX_METADATA_CHARS,
-    MAX_READ_LIMIT, Message, NewMessage, SentMessage,
+    MAX_READ_LIMIT, Message, NewMessage, Sender, SentMessage,
 };
 pub use status::{SessionStatus, Status};
 pub use store::{Store, StoreOptions};
+pub use task::{
+    MAX_NOTE_CHARS, MAX_TITLE_CHARS, NewTask, Reassignment, Task, TaskState, Worker, WorkerScan,
+};
 pub use time::Timestamp;
 pub use watch::ChangeSubscription;

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::redact;
 use crate::store::Store;
 use crate::time::Timestamp;
-use crate::writer::{Batch, MessageRow, Operation};
+use crate::writer::{Batch, Lookups, MessageRow, Operation};
 
 /// The longest message body, in characters.
 pub const MAX_BODY_CHARS: usize = 50_000;
@@ -101,6 +101,56 @@ impl fmt::Display for ActionType {
     }
 }
 
+/// Who sent a message: one of the sessions, or mcp-bridge itself (telling a
+/// session about its tasks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sender {
+    /// Session `a`.
+    A,
+    /// Session `b`.
+    B,
+    /// mcp-bridge: task assignments, updates and reassignments.
+    System,
+}
+
+impl Sender {
+    /// `"a"`, `"b"` or `"system"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sender::A => "a",
+            Sender::B => "b",
+            Sender::System => "system",
+        }
+    }
+}
+
+impl From<SessionId> for Sender {
+    fn from(session: SessionId) -> Sender {
+        match session {
+            SessionId::A => Sender::A,
+            SessionId::B => Sender::B,
+        }
+    }
+}
+
+impl FromStr for Sender {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Sender> {
+        match s {
+            "system" => Ok(Sender::System),
+            other => Ok(other.parse::<SessionId>()?.into()),
+        }
+    }
+}
+
+impl fmt::Display for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A message to send.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
@@ -150,8 +200,8 @@ pub struct Message {
     pub id: i64,
     /// The conversation it belongs to.
     pub conversation_id: ConversationId,
-    /// The sending session.
-    pub from: SessionId,
+    /// Who sent it.
+    pub from: Sender,
     /// The receiving session.
     pub to: SessionId,
     /// The text, after redaction.
@@ -249,7 +299,7 @@ fn prepare(
     };
     let row = MessageRow::new(
         credentials.conversation_id.clone(),
-        credentials.session,
+        credentials.session.into(),
         credentials.session.partner(),
         body,
         message.action_type.as_str(),
@@ -613,11 +663,8 @@ struct SendOp {
 impl Operation for SendOp {
     type Output = (i64, Timestamp);
 
-    fn lookups(&self, out: &mut Vec<(ConversationId, SessionId)>) {
-        out.push((
-            self.credentials.conversation_id.clone(),
-            self.credentials.session,
-        ));
+    fn lookups(&self, out: &mut Lookups) {
+        out.session(&self.credentials.conversation_id, self.credentials.session);
     }
 
     fn apply(&self, batch: &mut Batch<'_>) -> Result<(i64, Timestamp)> {
@@ -656,11 +703,8 @@ struct ConsumeOp {
 impl Operation for ConsumeOp {
     type Output = bool;
 
-    fn lookups(&self, out: &mut Vec<(ConversationId, SessionId)>) {
-        out.push((
-            self.credentials.conversation_id.clone(),
-            self.credentials.session,
-        ));
+    fn lookups(&self, out: &mut Lookups) {
+        out.session(&self.credentials.conversation_id, self.credentials.session);
     }
 
     fn apply(&self, batch: &mut Batch<'_>) -> Result<bool> {

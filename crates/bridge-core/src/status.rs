@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use crate::auth::{ConversationId, Credentials, SessionId};
+use crate::auth::{Credentials, SessionId};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::time::Timestamp;
-use crate::writer::{Batch, Operation};
+use crate::writer::{Batch, Lookups, Operation};
 
 /// What a session says it is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -210,11 +210,8 @@ struct StatusOp {
 impl Operation for StatusOp {
     type Output = ();
 
-    fn lookups(&self, out: &mut Vec<(ConversationId, SessionId)>) {
-        out.push((
-            self.credentials.conversation_id.clone(),
-            self.credentials.session,
-        ));
+    fn lookups(&self, out: &mut Lookups) {
+        out.session(&self.credentials.conversation_id, self.credentials.session);
     }
 
     fn apply(&self, batch: &mut Batch<'_>) -> Result<()> {

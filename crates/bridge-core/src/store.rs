@@ -32,7 +32,7 @@ use crate::limit::Limits;
 use crate::lockfile::LockFile;
 use crate::time::Timestamp;
 use crate::watch::{ChangeSubscription, Changes, DatabaseWatcher};
-use crate::writer::{Operation, Writer};
+use crate::writer::{Lookups, Operation, Writer};
 
 /// The migrations, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -424,7 +424,7 @@ struct AuthFailureOp {
 impl Operation for AuthFailureOp {
     type Output = ();
 
-    fn lookups(&self, _: &mut Vec<(ConversationId, SessionId)>) {}
+    fn lookups(&self, _: &mut Lookups) {}
 
     fn apply(&self, batch: &mut crate::writer::Batch<'_>) -> Result<()> {
         batch.audit_auth_failure(&self.conversation_id, self.session);
@@ -440,11 +440,8 @@ struct TouchOp {
 impl Operation for TouchOp {
     type Output = ();
 
-    fn lookups(&self, out: &mut Vec<(ConversationId, SessionId)>) {
-        out.push((
-            self.credentials.conversation_id.clone(),
-            self.credentials.session,
-        ));
+    fn lookups(&self, out: &mut Lookups) {
+        out.session(&self.credentials.conversation_id, self.credentials.session);
     }
 
     fn apply(&self, batch: &mut crate::writer::Batch<'_>) -> Result<()> {

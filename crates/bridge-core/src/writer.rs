@@ -49,8 +49,10 @@ use tokio::task::JoinHandle;
 use crate::audit::{self, GENESIS_HASH};
 use crate::auth::{ConversationId, Credentials, SessionId};
 use crate::error::{Error, Result};
+use crate::message::Sender;
 use crate::status::Status;
 use crate::store::{AuthFailure, Shared};
+use crate::task::TaskState;
 use crate::time::Timestamp;
 
 /// At most this many operations are committed in one transaction.
@@ -69,13 +71,50 @@ const STALE: &str = "mcp-bridge: stale writer state";
 /// A (conversation, session) pair whose rows an operation reads.
 pub(crate) type Key = (ConversationId, SessionId);
 
+/// The rows the operations of a batch need: sessions (with their
+/// conversation) and tasks.
+#[derive(Default)]
+pub(crate) struct Lookups {
+    sessions: Vec<Key>,
+    tasks: Vec<i64>,
+}
+
+impl Lookups {
+    /// The row of `session` of `conversation`.
+    pub(crate) fn session(&mut self, conversation: &ConversationId, session: SessionId) {
+        self.sessions.push((conversation.clone(), session));
+    }
+
+    /// The row of task `id`.
+    pub(crate) fn task(&mut self, id: i64) {
+        self.tasks.push(id);
+    }
+
+    fn tidy(&mut self) {
+        self.sessions.sort();
+        self.sessions.dedup();
+        self.tasks.sort_unstable();
+        self.tasks.dedup();
+    }
+
+    /// The JSON parameters of the state query.
+    fn json(&self) -> (String, String) {
+        let sessions: Vec<(&str, &str)> = self
+            .sessions
+            .iter()
+            .map(|(conversation, session)| (conversation.as_str(), session.as_str()))
+            .collect();
+        (to_json(&sessions), to_json(&self.tasks))
+    }
+}
+
 /// A state change that the writer applies inside a batch.
 pub(crate) trait Operation: Send + 'static {
     /// What the caller gets back once the batch has committed.
     type Output: Send + 'static;
 
-    /// The (conversation, session) rows the operation needs to read.
-    fn lookups(&self, out: &mut Vec<Key>);
+    /// The rows the operation needs to read.
+    fn lookups(&self, out: &mut Lookups);
 
     /// Decides, and adds the rows of the change to `batch`. Runs with the
     /// write lock held, possibly twice (see the module documentation). Must
@@ -95,7 +134,7 @@ struct Spent {
 
 /// An operation with its caller's reply channel, type-erased for the queue.
 trait Job: Send {
-    fn lookups(&self, out: &mut Vec<Key>);
+    fn lookups(&self, out: &mut Lookups);
     fn apply(&mut self, batch: &mut Batch<'_>);
     /// Sends the result of `apply`, or `failure` if the batch did not commit.
     fn finish(self: Box<Self>, failure: Option<&Error>);
@@ -109,7 +148,7 @@ struct Pending<O: Operation> {
 }
 
 impl<O: Operation> Job for Pending<O> {
-    fn lookups(&self, out: &mut Vec<Key>) {
+    fn lookups(&self, out: &mut Lookups) {
         self.operation.lookups(out);
     }
 
@@ -291,18 +330,17 @@ impl WriterTask {
                 .map_err(|error| Failure::Read(shared.sqlx_error(error)))?;
             self.connection = Some(connection);
         }
-        let mut keys = Vec::new();
+        let mut lookups = Lookups::default();
         for job in jobs.iter() {
-            job.lookups(&mut keys);
+            job.lookups(&mut lookups);
         }
-        keys.sort();
-        keys.dedup();
-        let keys_json = keys_json(&keys);
+        lookups.tidy();
+        let (sessions_json, tasks_json) = lookups.json();
 
         let remembered = self
             .remembered
             .take()
-            .filter(|state| keys.iter().all(|key| state.sessions.contains_key(key)));
+            .filter(|state| state.covers(&lookups));
         let fresh_rows = match remembered {
             Some(state) => {
                 let data_version = state.data_version;
@@ -310,7 +348,10 @@ impl WriterTask {
                 let params = batch.params();
                 let mut wait = LockWait::new(shared.options.busy_timeout);
                 let outcome = loop {
-                    match self.fast_script(&keys_json, data_version, &params).await {
+                    match self
+                        .fast_script(&sessions_json, &tasks_json, data_version, &params)
+                        .await
+                    {
                         Err(FastFailure::Failed(error))
                             if is_busy(&error) && wait.again().await => {}
                         outcome => break outcome,
@@ -330,7 +371,7 @@ impl WriterTask {
                 }
             }
             None => match self
-                .read_phase(&keys_json, shared.options.busy_timeout)
+                .read_phase(&sessions_json, &tasks_json, shared.options.busy_timeout)
                 .await
             {
                 Ok(rows) => rows,
@@ -341,7 +382,7 @@ impl WriterTask {
             },
         };
 
-        let state = match State::from_rows(&shared, &keys, &fresh_rows) {
+        let state = match State::from_rows(&shared, &lookups, &fresh_rows) {
             Ok(state) => state,
             Err(error) => {
                 self.rollback().await;
@@ -380,13 +421,15 @@ impl WriterTask {
     /// the state query.
     async fn read_phase(
         &mut self,
-        keys_json: &str,
+        sessions_json: &str,
+        tasks_json: &str,
         busy_timeout: Duration,
     ) -> Result<Vec<SqliteRow>, sqlx::Error> {
         let mut wait = LockWait::new(busy_timeout);
         loop {
             let rows = sqlx::query(READ_SQL)
-                .bind(keys_json)
+                .bind(sessions_json)
+                .bind(tasks_json)
                 .fetch_all(self.connection()?)
                 .await;
             match rows {
@@ -400,16 +443,22 @@ impl WriterTask {
     /// state query, with the transaction still open.
     async fn fast_script(
         &mut self,
-        keys_json: &str,
+        sessions_json: &str,
+        tasks_json: &str,
         data_version: i64,
         params: &Params,
     ) -> Result<(), FastFailure> {
         let connection = self.connection().map_err(FastFailure::Failed)?;
         let mut stream = sqlx::query(FAST_SQL)
-            .bind(keys_json)
+            .bind(sessions_json)
+            .bind(tasks_json)
             .bind(data_version)
             .bind(params.conversations.as_str())
             .bind(params.conversations.as_str())
+            .bind(params.new_tasks.as_str())
+            .bind(params.task_updates.as_str())
+            .bind(params.new_assignments.as_str())
+            .bind(params.ended_assignments.as_str())
             .bind(params.messages.as_str())
             .bind(params.sessions.as_str())
             .bind(params.audits.as_str())
@@ -433,6 +482,10 @@ impl WriterTask {
         sqlx::query(WRITE_SQL)
             .bind(&params.conversations)
             .bind(&params.conversations)
+            .bind(params.new_tasks)
+            .bind(params.task_updates)
+            .bind(params.new_assignments)
+            .bind(params.ended_assignments)
             .bind(params.messages)
             .bind(params.sessions)
             .bind(params.audits)
@@ -530,17 +583,11 @@ fn run_jobs<'a>(shared: &'a Shared, state: State, jobs: &mut [Box<dyn Job>]) -> 
     (batch, wrote)
 }
 
-fn keys_json(keys: &[Key]) -> String {
-    let keys: Vec<(&str, &str)> = keys
-        .iter()
-        .map(|(conversation, session)| (conversation.as_str(), session.as_str()))
-        .collect();
-    to_json(&keys)
-}
-
-/// The state query: this connection's `data_version`, the heads, and the
-/// conversation and session rows of the keys in `?` (a JSON array of
-/// `[conversation_id, session]`). Always at least one row (the heads).
+/// The state query, two statements: this connection's `data_version`, the
+/// heads, and the conversation and session rows of the sessions in the first
+/// `?` (a JSON array of `[conversation_id, session]`; always at least one row,
+/// for the heads); then the task rows of the ids in the second `?` (one row
+/// per id, NULLs for a task that does not exist).
 macro_rules! state_query {
     () => {
         "SELECT
@@ -549,9 +596,11 @@ macro_rules! state_query {
             (SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0),
                         coalesce((SELECT max(id) FROM audit), 0))) AS audit_seq,
             (SELECT hash FROM audit ORDER BY id DESC LIMIT 1) AS audit_head,
+            (SELECT seq FROM sqlite_sequence WHERE name = 'task') AS task_seq,
             k.value ->> 0 AS conversation_id,
             k.value ->> 1 AS session,
             c.expires_at,
+            c.team,
             CASE k.value ->> 1 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
             s.status,
             s.status_at,
@@ -561,7 +610,11 @@ macro_rules! state_query {
         FROM (SELECT 1) AS heads
         LEFT JOIN json_each(?) AS k
         LEFT JOIN conversation AS c ON c.id = k.value ->> 0
-        LEFT JOIN session AS s ON s.conversation_id = c.id AND s.session = k.value ->> 1;"
+        LEFT JOIN session AS s ON s.conversation_id = c.id AND s.session = k.value ->> 1;
+        SELECT k.value AS task_id, t.id, t.team, t.conversation_id, t.title, t.body, t.state,
+               t.attempts, t.unassigned, t.note, t.redacted, t.created_at, t.updated_at
+        FROM json_each(?) AS k
+        LEFT JOIN task AS t ON t.id = k.value;"
     };
 }
 
@@ -581,6 +634,27 @@ macro_rules! writes {
             FROM json_each(?);
         INSERT INTO session (conversation_id, session)
             SELECT c.value ->> 'id', s.column1 FROM json_each(?) AS c, (VALUES ('a'), ('b')) AS s;
+        INSERT INTO task (id, team, conversation_id, title, body, state, attempts, unassigned,
+                          note, redacted, created_at, updated_at)
+            SELECT value ->> 'id', value ->> 'team', value ->> 'conversation_id', value ->> 'title',
+                   value ->> 'body', value ->> 'state', value ->> 'attempts', value ->> 'unassigned',
+                   value ->> 'note', value ->> 'redacted', value ->> 'created_at', value ->> 'updated_at'
+            FROM json_each(?);
+        UPDATE task
+            SET conversation_id = u.value ->> 'conversation_id',
+                state = u.value ->> 'state',
+                attempts = u.value ->> 'attempts',
+                unassigned = u.value ->> 'unassigned',
+                note = u.value ->> 'note',
+                updated_at = u.value ->> 'updated_at'
+            FROM json_each(?) AS u
+            WHERE task.id = u.value ->> 'id';
+        INSERT INTO task_assignment (task_id, attempt, conversation_id, assigned_at)
+            SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?);
+        UPDATE task_assignment
+            SET ended_at = u.value ->> 2, ended_by = u.value ->> 3
+            FROM json_each(?) AS u
+            WHERE task_assignment.task_id = u.value ->> 0 AND task_assignment.attempt = u.value ->> 1;
         INSERT INTO message (id, conversation_id, sender, recipient, body, action_type,
                              files_involved, metadata, redacted, created_at)
             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
@@ -623,6 +697,10 @@ const FAST_SQL: &str = concat!(
 /// The JSON arrays the writes read.
 struct Params {
     conversations: String,
+    new_tasks: String,
+    task_updates: String,
+    new_assignments: String,
+    ended_assignments: String,
     messages: String,
     sessions: String,
     audits: String,
@@ -649,7 +727,7 @@ pub(crate) struct ConversationRow {
 pub(crate) struct MessageRow {
     id: i64,
     pub(crate) conversation_id: ConversationId,
-    pub(crate) sender: SessionId,
+    pub(crate) sender: Sender,
     pub(crate) recipient: SessionId,
     pub(crate) body: String,
     pub(crate) action_type: &'static str,
@@ -666,7 +744,7 @@ impl MessageRow {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         conversation_id: ConversationId,
-        sender: SessionId,
+        sender: Sender,
         recipient: SessionId,
         body: String,
         action_type: &'static str,
@@ -689,6 +767,28 @@ impl MessageRow {
     }
 }
 
+impl MessageRow {
+    /// A message from mcp-bridge itself to `recipient`, of action type
+    /// `info`, with `metadata` (naming the task it is about).
+    pub(crate) fn system(
+        conversation_id: &ConversationId,
+        recipient: SessionId,
+        body: String,
+        metadata: serde_json::Value,
+    ) -> MessageRow {
+        MessageRow::new(
+            conversation_id.clone(),
+            Sender::System,
+            recipient,
+            body,
+            "info",
+            "[]".to_owned(),
+            Some(metadata.to_string()),
+            false,
+        )
+    }
+}
+
 /// The state of one session as the writer sees it: read by a state query,
 /// changed by operations, written back in full when changed.
 #[derive(Clone, Debug, Serialize)]
@@ -699,6 +799,9 @@ pub(crate) struct SessionRow {
     digest: Vec<u8>,
     #[serde(skip)]
     dirty: bool,
+    /// The conversation's team.
+    #[serde(skip)]
+    pub(crate) team: Option<String>,
     pub(crate) conversation_id: ConversationId,
     pub(crate) session: SessionId,
     pub(crate) status: Option<Status>,
@@ -706,6 +809,65 @@ pub(crate) struct SessionRow {
     pub(crate) last_heartbeat: Option<i64>,
     pub(crate) last_seen: Option<i64>,
     pub(crate) delivered_id: i64,
+}
+
+/// A task as the writer sees it: read by a state query (or inserted by the
+/// batch), changed by operations, written back in full when changed.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct TaskRow {
+    pub(crate) id: i64,
+    pub(crate) team: Option<String>,
+    pub(crate) conversation_id: ConversationId,
+    pub(crate) title: String,
+    pub(crate) body: String,
+    pub(crate) state: TaskState,
+    pub(crate) attempts: i64,
+    pub(crate) unassigned: bool,
+    pub(crate) note: Option<String>,
+    pub(crate) redacted: bool,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    /// Inserted by this batch (else: updated, if `dirty`).
+    #[serde(skip)]
+    new: bool,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+impl TaskRow {
+    /// A task as read from the database.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn read(
+        id: i64,
+        team: Option<String>,
+        conversation_id: ConversationId,
+        title: String,
+        body: String,
+        state: TaskState,
+        attempts: i64,
+        unassigned: bool,
+        note: Option<String>,
+        redacted: bool,
+        created_at: i64,
+        updated_at: i64,
+    ) -> TaskRow {
+        TaskRow {
+            id,
+            team,
+            conversation_id,
+            title,
+            body,
+            state,
+            attempts,
+            unassigned,
+            note,
+            redacted,
+            created_at,
+            updated_at,
+            new: false,
+            dirty: false,
+        }
+    }
 }
 
 struct AuditRow {
@@ -728,30 +890,58 @@ struct State {
     last_message_id: i64,
     last_audit_id: i64,
     last_hash: String,
+    last_task_id: i64,
     /// Every session looked up; `None` where its conversation does not exist.
     sessions: HashMap<Key, Option<SessionRow>>,
+    /// Every task looked up (or inserted); `None` where it does not exist.
+    tasks: HashMap<i64, Option<TaskRow>>,
 }
 
 impl State {
-    /// The state from the rows of a state query for `keys`.
-    fn from_rows(shared: &Shared, keys: &[Key], rows: &[SqliteRow]) -> Result<State> {
+    /// Whether this state holds every row `lookups` asks for.
+    fn covers(&self, lookups: &Lookups) -> bool {
+        lookups
+            .sessions
+            .iter()
+            .all(|key| self.sessions.contains_key(key))
+            && lookups.tasks.iter().all(|id| self.tasks.contains_key(id))
+    }
+
+    /// The state from the rows of a state query for `lookups`.
+    fn from_rows(shared: &Shared, lookups: &Lookups, rows: &[SqliteRow]) -> Result<State> {
         let corrupt = |error: sqlx::Error| shared.sqlx_error(error);
         let first = rows.first().ok_or_else(|| Error::Database {
             path: shared.path.clone(),
             message: "the state query returned no row".into(),
         })?;
         let last_hash: Option<String> = first.try_get("audit_head").map_err(corrupt)?;
+        let head = |column: &str| -> Result<i64> {
+            Ok(first
+                .try_get::<Option<i64>, _>(column)
+                .map_err(corrupt)?
+                .unwrap_or(0))
+        };
         let mut state = State {
             data_version: first.try_get("data_version").map_err(corrupt)?,
-            last_message_id: first
-                .try_get::<Option<i64>, _>("message_seq")
-                .map_err(corrupt)?
-                .unwrap_or(0),
-            last_audit_id: first.try_get("audit_seq").map_err(corrupt)?,
+            last_message_id: head("message_seq")?,
+            last_audit_id: head("audit_seq")?,
+            last_task_id: head("task_seq")?,
             last_hash: last_hash.unwrap_or_else(|| GENESIS_HASH.to_owned()),
-            sessions: keys.iter().map(|key| (key.clone(), None)).collect(),
+            sessions: lookups
+                .sessions
+                .iter()
+                .map(|key| (key.clone(), None))
+                .collect(),
+            tasks: lookups.tasks.iter().map(|id| (*id, None)).collect(),
         };
         for row in rows {
+            // The second statement's rows are the tasks'.
+            if row.try_column("task_id").is_ok() {
+                if let Some(task) = task_from_row(row).map_err(corrupt)? {
+                    state.tasks.insert(task.id, Some(task));
+                }
+                continue;
+            }
             let Some(expires_at) = row
                 .try_get::<Option<i64>, _>("expires_at")
                 .map_err(corrupt)?
@@ -767,6 +957,7 @@ impl State {
                 expires_at: Timestamp::from_millis(expires_at),
                 digest: row.try_get("digest").map_err(corrupt)?,
                 dirty: false,
+                team: row.try_get("team").map_err(corrupt)?,
                 conversation_id: key.0.clone(),
                 session: key.1,
                 status: status.map(|status| status.parse()).transpose()?,
@@ -779,6 +970,30 @@ impl State {
         }
         Ok(state)
     }
+}
+
+/// A task row of the state query; `None` if the task does not exist.
+fn task_from_row(row: &SqliteRow) -> Result<Option<TaskRow>, sqlx::Error> {
+    let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
+        return Ok(None);
+    };
+    let decode = |error: Error| sqlx::Error::Decode(Box::new(error));
+    let conversation_id: String = row.try_get("conversation_id")?;
+    let state: String = row.try_get("state")?;
+    Ok(Some(TaskRow::read(
+        id,
+        row.try_get("team")?,
+        conversation_id.parse().map_err(decode)?,
+        row.try_get("title")?,
+        row.try_get("body")?,
+        state.parse().map_err(decode)?,
+        row.try_get("attempts")?,
+        row.try_get("unassigned")?,
+        row.try_get("note")?,
+        row.try_get("redacted")?,
+        row.try_get("created_at")?,
+        row.try_get("updated_at")?,
+    )))
 }
 
 /// Everything one batch reads and writes.
@@ -794,6 +1009,10 @@ pub(crate) struct Batch<'a> {
     messages: Vec<MessageRow>,
     audits: Vec<AuditRow>,
     deletions: Vec<ConversationId>,
+    /// Assignments begun: (task, attempt, conversation, at).
+    new_assignments: Vec<(i64, i64, ConversationId, i64)>,
+    /// Assignments ended: (task, attempt, at, why).
+    ended_assignments: Vec<(i64, i64, i64, &'static str)>,
 }
 
 impl<'a> Batch<'a> {
@@ -807,7 +1026,80 @@ impl<'a> Batch<'a> {
             messages: Vec::new(),
             audits: Vec::new(),
             deletions: Vec::new(),
+            new_assignments: Vec::new(),
+            ended_assignments: Vec::new(),
         }
+    }
+
+    /// A task read for this batch, or inserted by it.
+    pub(crate) fn task(&self, id: i64) -> Option<&TaskRow> {
+        self.state.tasks.get(&id).and_then(Option::as_ref)
+    }
+
+    /// A task, to be changed; it is written back at commit (its
+    /// `updated_at` set to the batch's time).
+    pub(crate) fn task_mut(&mut self, id: i64) -> Option<&mut TaskRow> {
+        let now = self.now.as_millis();
+        let task = self.state.tasks.get_mut(&id)?.as_mut()?;
+        task.dirty = true;
+        task.updated_at = now;
+        Some(task)
+    }
+
+    /// Adds a task, open and assigned to `conversation_id` (its first
+    /// assignment begins); returns its id.
+    pub(crate) fn insert_task(
+        &mut self,
+        team: Option<String>,
+        conversation_id: &ConversationId,
+        title: String,
+        body: String,
+        redacted: bool,
+    ) -> i64 {
+        self.state.last_task_id += 1;
+        let id = self.state.last_task_id;
+        let now = self.now.as_millis();
+        let task = TaskRow {
+            id,
+            team,
+            conversation_id: conversation_id.clone(),
+            title,
+            body,
+            state: TaskState::Open,
+            attempts: 1,
+            unassigned: false,
+            note: None,
+            redacted,
+            created_at: now,
+            updated_at: now,
+            new: true,
+            dirty: false,
+        };
+        self.state.tasks.insert(id, Some(task));
+        self.new_assignments
+            .push((id, 1, conversation_id.clone(), now));
+        id
+    }
+
+    /// Ends attempt `attempt` of a task's assignments, for `why`.
+    pub(crate) fn end_assignment(&mut self, task_id: i64, attempt: i64, why: &'static str) {
+        self.ended_assignments
+            .push((task_id, attempt, self.now.as_millis(), why));
+    }
+
+    /// Begins attempt `attempt` of a task's assignments, to `conversation_id`.
+    pub(crate) fn begin_assignment(
+        &mut self,
+        task_id: i64,
+        attempt: i64,
+        conversation_id: &ConversationId,
+    ) {
+        self.new_assignments.push((
+            task_id,
+            attempt,
+            conversation_id.clone(),
+            self.now.as_millis(),
+        ));
     }
 
     /// Authenticates `credentials` and records the call in the session's
@@ -962,7 +1254,15 @@ impl<'a> Batch<'a> {
             && self.messages.is_empty()
             && self.audits.is_empty()
             && self.deletions.is_empty()
+            && self.new_assignments.is_empty()
+            && self.ended_assignments.is_empty()
             && !self.state.sessions.values().flatten().any(|row| row.dirty)
+            && !self
+                .state
+                .tasks
+                .values()
+                .flatten()
+                .any(|task| task.dirty || task.new)
     }
 
     /// The JSON arrays of the writes.
@@ -1009,8 +1309,15 @@ impl<'a> Batch<'a> {
                 )
             })
             .collect();
+        let tasks = || self.state.tasks.values().flatten();
+        let new_tasks: Vec<&TaskRow> = tasks().filter(|task| task.new).collect();
+        let task_updates: Vec<&TaskRow> = tasks().filter(|task| task.dirty && !task.new).collect();
         Params {
             conversations: to_json(&self.conversations),
+            new_tasks: to_json(&new_tasks),
+            task_updates: to_json(&task_updates),
+            new_assignments: to_json(&self.new_assignments),
+            ended_assignments: to_json(&self.ended_assignments),
             messages: to_json(&messages),
             sessions: to_json(&sessions),
             audits: to_json(&audits),
@@ -1022,6 +1329,10 @@ impl<'a> Batch<'a> {
     fn into_state(mut self) -> State {
         for row in self.state.sessions.values_mut().flatten() {
             row.dirty = false;
+        }
+        for task in self.state.tasks.values_mut().flatten() {
+            task.dirty = false;
+            task.new = false;
         }
         self.state
     }

@@ -10,4 +10,5 @@ mod limit;
 mod message;
 mod open;
 mod status;
+mod task;
 mod watch;

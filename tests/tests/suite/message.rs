@@ -1,6 +1,6 @@
 //! Messages: sending, the delivery cursor, bounds and redaction.
 
-use bridge_core::{ActionType, Credentials, MAX_BODY_CHARS, NewMessage, SessionId, Token};
+use bridge_core::{ActionType, Credentials, MAX_BODY_CHARS, NewMessage, Sender, SessionId, Token};
 use bridge_tests::{TempDb, pair, scalar};
 use serde_json::json;
 
@@ -34,7 +34,7 @@ async fn check_consumes_peek_does_not_history_rereads() {
     assert_eq!(received, peeked);
     let message = &received[0];
     assert_eq!(message.id, first.id);
-    assert_eq!((message.from, message.to), (SessionId::A, SessionId::B));
+    assert_eq!((message.from, message.to), (Sender::A, SessionId::B));
     assert_eq!(message.body, "Which branch?");
     assert_eq!(message.action_type, ActionType::Question);
     assert_eq!(message.files_involved, vec!["src/main.rs", "Cargo.toml"]);
