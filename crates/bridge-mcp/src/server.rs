@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge_core::{NewConversation, NewMessage, Status, Store};
+use bridge_core::{NewConversation, NewMessage, NewTask, Status, Store};
 use rmcp::handler::server::common::schema_for_type;
 use rmcp::handler::server::tool::{ToolRouter, schema_for_output};
 use rmcp::handler::server::wrapper::Parameters;
@@ -24,8 +24,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::tools::{
-    ArgumentError, Caller, CheckArgs, CreateArgs, Created, HistoryArgs, Messages, Partner,
-    SendArgs, Sent, StatusArgs, StatusSet, WaitArgs, Waited, parse,
+    ArgumentError, AssignArgs, Caller, CheckArgs, CreateArgs, Created, HistoryArgs, ListTasksArgs,
+    Messages, Partner, SendArgs, Sent, StatusArgs, StatusSet, TaskOut, Tasks, UpdateTaskArgs,
+    WaitArgs, Waited, parse,
 };
 
 /// Messages one read returns unless the caller says otherwise.
@@ -43,7 +44,9 @@ const MAX_WAIT: u64 = 300;
 const INSTRUCTIONS: &str = "Agents talk through conversations of two sessions. \
 create_conversation makes you session a; hand conversation_id and the session b token to your \
 partner. Then send_to_partner, and check_messages or wait_for_messages (which blocks until a \
-message arrives, instead of polling). Tokens are shown once; keep them secret.";
+message arrives, instead of polling). Tokens are shown once; keep them secret. An orchestrator \
+(session a) hands work to its worker with assign_task; the worker reports with update_task; \
+list_tasks shows them. Messages from system tell each side of task changes.";
 
 /// The handler: the store and the tools.
 #[derive(Clone)]
@@ -71,19 +74,48 @@ impl Bridge {
     }
 }
 
-/// A tool without the `$schema` keys of its schemas: they say only which
-/// JSON Schema dialect (2020-12, MCP's default) is used, and cost every agent
-/// their bytes in context.
+/// A tool with its schemas trimmed to what a client uses: every byte of
+/// `tools/list` costs every agent context.
 fn without_meta_schema(mut tool: Tool) -> Tool {
-    tool.input_schema = strip_meta_schema(&tool.input_schema);
-    tool.output_schema = tool.output_schema.as_ref().map(strip_meta_schema);
+    tool.input_schema = Arc::new(trimmed(&tool.input_schema));
+    tool.output_schema = tool
+        .output_schema
+        .as_ref()
+        .map(|schema| Arc::new(trimmed(schema)));
     tool
 }
 
-fn strip_meta_schema(schema: &Arc<JsonObject>) -> Arc<JsonObject> {
-    let mut schema = JsonObject::clone(schema);
-    schema.remove("$schema");
-    Arc::new(schema)
+/// A schema without `$schema` (the dialect, MCP's default 2020-12), the
+/// `title` and `description` of the whole (the Rust type's name and doc; the
+/// tool's description says it), and integer `format`s (`int64`, `uint32`:
+/// Rust's widths, not JSON Schema's vocabulary; the bounds say what matters).
+fn trimmed(schema: &JsonObject) -> JsonObject {
+    let mut schema = without_formats(schema);
+    for key in ["$schema", "title", "description"] {
+        schema.remove(key);
+    }
+    schema
+}
+
+fn without_formats(schema: &JsonObject) -> JsonObject {
+    schema
+        .iter()
+        .filter(|(key, value)| {
+            let integer = value
+                .as_str()
+                .is_some_and(|format| format.starts_with("int") || format.starts_with("uint"));
+            !(key.as_str() == "format" && integer)
+        })
+        .map(|(key, value)| {
+            let value = match value {
+                serde_json::Value::Object(inner) => {
+                    serde_json::Value::Object(without_formats(inner))
+                }
+                other => other.clone(),
+            };
+            (key.clone(), value)
+        })
+        .collect()
 }
 
 /// A successful result: `text` for people and `value` as structured content.
@@ -360,6 +392,77 @@ impl Bridge {
         respond(outcome.await, |status| {
             let partner = Partner::new(&status);
             answer(partner.text(), &partner)
+        })
+    }
+
+    #[tool(
+        input_schema = schema_for_type::<AssignArgs>(),
+        description = "Orchestrator (session a): give your worker a task. Secrets are redacted.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<TaskOut>()
+    )]
+    async fn assign_task(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = async {
+            let args: AssignArgs = parse(arguments)?;
+            let credentials = args.credentials()?;
+            let task = NewTask {
+                title: args.title,
+                body: args.body,
+            };
+            Ok(self.store.assign_task(&credentials, task).await?)
+        };
+        respond(outcome.await, |task| {
+            let task = TaskOut::new(&task);
+            answer(task.assigned_text(), &task)
+        })
+    }
+
+    #[tool(
+        input_schema = schema_for_type::<ListTasksArgs>(),
+        description = "The tasks of this conversation, oldest first.",
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<Tasks>()
+    )]
+    async fn list_tasks(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = async {
+            let args: ListTasksArgs = parse(arguments)?;
+            let credentials = args.credentials()?;
+            let state = args.state.map(Into::into);
+            Ok(self.store.list_tasks(&credentials, state).await?)
+        };
+        respond(outcome.await, |tasks| {
+            let tasks = Tasks::new(&tasks);
+            answer(tasks.text(), &tasks)
+        })
+    }
+
+    #[tool(
+        input_schema = schema_for_type::<UpdateTaskArgs>(),
+        description = "Move a task on: worker open→in_progress→done|failed; orchestrator cancels.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<TaskOut>()
+    )]
+    async fn update_task(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = async {
+            let args: UpdateTaskArgs = parse(arguments)?;
+            let credentials = args.credentials()?;
+            Ok(self
+                .store
+                .update_task(&credentials, args.task_id, args.state.into(), args.note)
+                .await?)
+        };
+        respond(outcome.await, |task| {
+            let task = TaskOut::new(&task);
+            answer(task.updated_text(), &task)
         })
     }
 }

@@ -14,7 +14,7 @@ use std::fmt::Write;
 
 use bridge_core::{
     ActionType, CreatedConversation, Credentials, Message, SentMessage, SessionId, SessionStatus,
-    Status,
+    Status, Task, TaskState,
 };
 use rmcp::model::JsonObject;
 use schemars::JsonSchema;
@@ -30,12 +30,12 @@ macro_rules! caller_args {
         $(#[$meta])*
         #[derive(Debug, Deserialize, JsonSchema)]
         pub struct $name {
-            /// Conversation id
+            #[allow(missing_docs)]
             #[schemars(regex(pattern = r"^conv_[a-f0-9]{16}$"))]
             pub conversation_id: String,
-            /// Your session: a (creator) or b (partner)
+            /// a (creator) or b (partner)
             pub session_id: Session,
-            /// Your token
+            #[allow(missing_docs)]
             #[schemars(length(min = 64, max = 64))]
             pub token: String,
             $($fields)*
@@ -318,6 +318,9 @@ pub struct MessageOut {
     pub files_involved: Vec<String>,
     // When it was sent (RFC 3339).
     pub timestamp: String,
+    // Metadata, e.g. the task a message from system is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<JsonObject>,
 }
 
 impl MessageOut {
@@ -330,6 +333,7 @@ impl MessageOut {
             action_type: message.action_type.to_string(),
             files_involved: message.files_involved.clone(),
             timestamp: message.created_at.to_string(),
+            metadata: message.metadata.clone(),
         }
     }
 }
@@ -433,5 +437,160 @@ impl Partner {
             heard,
             if self.alive { "alive" } else { "not alive" }
         )
+    }
+}
+
+caller_args! {
+    /// `assign_task`.
+    pub struct AssignArgs {
+    #[allow(missing_docs)]
+    #[schemars(length(min = 1, max = 200))]
+    pub title: String,
+    /// What to do
+    #[schemars(length(min = 1, max = 50_000))]
+    pub body: String,
+    }
+}
+
+// Where a task stands.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStateArg {
+    Open,
+    InProgress,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl From<TaskStateArg> for TaskState {
+    fn from(state: TaskStateArg) -> TaskState {
+        match state {
+            TaskStateArg::Open => TaskState::Open,
+            TaskStateArg::InProgress => TaskState::InProgress,
+            TaskStateArg::Done => TaskState::Done,
+            TaskStateArg::Failed => TaskState::Failed,
+            TaskStateArg::Cancelled => TaskState::Cancelled,
+        }
+    }
+}
+
+caller_args! {
+    /// `list_tasks`.
+    pub struct ListTasksArgs {
+    /// Only tasks in this state
+    pub state: Option<TaskStateArg>,
+    }
+}
+
+caller_args! {
+    /// `update_task`.
+    pub struct UpdateTaskArgs {
+    #[allow(missing_docs)]
+    #[schemars(range(min = 1))]
+    pub task_id: i64,
+    /// Worker: in_progress, done, failed; orchestrator: cancelled
+    pub state: TaskStateArg,
+    /// What happened
+    #[schemars(length(max = 10_000))]
+    pub note: Option<String>,
+    }
+}
+
+// One task, as the tools show it; the result of `assign_task` and
+// `update_task`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TaskOut {
+    // The task's id.
+    pub id: i64,
+    // The title (secrets redacted).
+    pub title: String,
+    // What to do (secrets redacted).
+    pub body: String,
+    // open, in_progress, done, failed or cancelled.
+    pub state: String,
+    // How many workers it has been assigned to.
+    pub attempts: i64,
+    // Its worker went silent and no other could take it yet.
+    pub unassigned: bool,
+    // The last note of an update.
+    pub note: Option<String>,
+    // When it last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+impl TaskOut {
+    /// The task, from the store's.
+    pub fn new(task: &Task) -> TaskOut {
+        TaskOut {
+            id: task.id,
+            title: task.title.clone(),
+            body: task.body.clone(),
+            state: task.state.to_string(),
+            attempts: task.attempts,
+            unassigned: task.unassigned,
+            note: task.note.clone(),
+            updated_at: task.updated_at.to_string(),
+        }
+    }
+
+    /// One line: id, state and title.
+    fn line(&self) -> String {
+        let mut line = format!("#{} [{}] {}", self.id, self.state, self.title);
+        if self.attempts > 1 {
+            let _ = write!(line, " (attempt {})", self.attempts);
+        }
+        if self.unassigned {
+            line.push_str(" (unassigned: its worker is silent)");
+        }
+        line
+    }
+
+    /// The text of an assignment.
+    pub fn assigned_text(&self) -> String {
+        format!(
+            "Task #{} assigned to session b, who is told in a message: {}",
+            self.id, self.title
+        )
+    }
+
+    /// The text of an update.
+    pub fn updated_text(&self) -> String {
+        format!(
+            "Task #{} is now {}; your partner is told in a message.",
+            self.id, self.state
+        )
+    }
+}
+
+// The result of `list_tasks`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Tasks {
+    // The tasks, oldest first.
+    pub tasks: Vec<TaskOut>,
+}
+
+impl Tasks {
+    /// The result, from the store's tasks.
+    pub fn new(tasks: &[Task]) -> Tasks {
+        Tasks {
+            tasks: tasks.iter().map(TaskOut::new).collect(),
+        }
+    }
+
+    /// The text: a line per task, then its body.
+    pub fn text(&self) -> String {
+        if self.tasks.is_empty() {
+            return "No tasks.".to_owned();
+        }
+        let count = self.tasks.len();
+        let mut text = format!("{count} task{}:\n", if count == 1 { "" } else { "s" });
+        for task in &self.tasks {
+            let _ = write!(text, "\n{}\n{}\n", task.line(), task.body);
+            if let Some(note) = &task.note {
+                let _ = writeln!(text, "Note: {note}");
+            }
+        }
+        text
     }
 }

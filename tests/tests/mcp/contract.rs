@@ -18,12 +18,15 @@ async fn tools_keep_the_original_names_and_bounds_and_fit_in_12_kb() {
     assert_eq!(
         names,
         vec![
+            "assign_task",
             "check_messages",
             "check_partner_status",
             "create_conversation",
+            "list_tasks",
             "read_history",
             "send_to_partner",
             "update_my_status",
+            "update_task",
             "wait_for_messages",
         ]
     );
@@ -31,6 +34,7 @@ async fn tools_keep_the_original_names_and_bounds_and_fit_in_12_kb() {
         .unwrap()
         .len();
     assert!(size < 12 * 1024, "tools/list is {size} bytes");
+    eprintln!("tools/list is {size} bytes");
 
     let tool = |name: &str| tools.iter().find(|tool| tool.name == name).unwrap();
     for tool in &tools {
@@ -67,6 +71,18 @@ async fn tools_keep_the_original_names_and_bounds_and_fit_in_12_kb() {
     );
     let wait = schema("wait_for_messages");
     assert_eq!(wait["properties"]["timeout_seconds"]["maximum"], 300);
+    let assign = schema("assign_task");
+    assert_eq!(assign["properties"]["title"]["maxLength"], 200);
+    assert_eq!(assign["properties"]["body"]["maxLength"], 50_000);
+    let update = schema("update_task");
+    assert_eq!(
+        update["$defs"]["TaskStateArg"]["enum"],
+        json!(["open", "in_progress", "done", "failed", "cancelled"])
+    );
+    assert_eq!(
+        update["required"],
+        json!(["conversation_id", "session_id", "token", "task_id", "state"])
+    );
     let history = schema("read_history");
     assert_eq!(history["properties"]["limit"]["maximum"], 200);
 
@@ -76,6 +92,8 @@ async fn tools_keep_the_original_names_and_bounds_and_fit_in_12_kb() {
         Some(true)
     );
     assert_eq!(annotations("read_history").read_only_hint, Some(true));
+    assert_eq!(annotations("list_tasks").read_only_hint, Some(true));
+    assert_eq!(annotations("assign_task").read_only_hint, Some(false));
     assert_eq!(annotations("read_history").idempotent_hint, Some(true));
     assert_eq!(annotations("update_my_status").idempotent_hint, Some(true));
     assert_eq!(annotations("check_messages").read_only_hint, Some(false));

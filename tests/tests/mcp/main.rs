@@ -4,4 +4,5 @@
 mod contract;
 mod flow;
 mod http;
+mod tasks;
 mod team;
