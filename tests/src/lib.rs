@@ -103,6 +103,22 @@ pub async fn pair(store: &Store) -> Pair {
     pair_of(created)
 }
 
+/// An orchestrator's conversations with `workers` workers (roles `worker
+/// 0`, `worker 1`, ...), all in `team`.
+pub async fn team(store: &Store, team: &str, workers: usize) -> Vec<Pair> {
+    let mut pairs = Vec::new();
+    for n in 0..workers {
+        let mut new = NewConversation::new("orchestrator", format!("worker {n}"));
+        new.team = Some(team.into());
+        let created = store
+            .create_conversation(new)
+            .await
+            .expect("create a conversation");
+        pairs.push(pair_of(created));
+    }
+    pairs
+}
+
 /// The credentials of both sessions of `created`.
 pub fn pair_of(created: CreatedConversation) -> Pair {
     Pair {

@@ -52,6 +52,25 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
     }
 }
 
+/// Runs `future` to its end on a single-threaded runtime (a daemon or a
+/// one-shot command needs no more), and returns the exit code: success, or
+/// the code for its error, reported as by [`report`].
+pub fn block_on(
+    program: &str,
+    future: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    use anyhow::Context;
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(future));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(program, &error),
+    }
+}
+
 /// Prints `program: error: cause: ...` on stderr, once, and returns the exit
 /// code for it.
 pub fn report(program: &str, error: &anyhow::Error) -> ExitCode {

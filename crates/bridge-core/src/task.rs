@@ -557,11 +557,12 @@ ORDER BY c.id";
 
 /// Workers of live conversations (?1 now), of team ?2 or all, last heard
 /// from before ?3 (never heard from: counted from the conversation's
-/// creation) or marked silent. Open tasks are not counted here: the scan
-/// stays cheap.
+/// creation) or marked silent, with their open tasks (counted only for the
+/// rows found, so the scan stays cheap).
 const SCAN_SQL: &str = "
 SELECT c.id, c.team, c.role_b, c.created_at, s.status, s.last_heartbeat, s.last_seen,
-       0 AS open_tasks
+       (SELECT count(*) FROM task AS t
+        WHERE t.conversation_id = c.id AND t.state IN ('open', 'in_progress')) AS open_tasks
 FROM conversation AS c
 JOIN session AS s ON s.conversation_id = c.id AND s.session = 'b'
 WHERE c.expires_at > ?1 AND (?2 IS NULL OR c.team = ?2)

@@ -8,7 +8,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use bridge_cli::agent::AgentArgs;
 use bridge_cli::{LogArgs, StoreArgs, exit};
 use bridge_core::{Message, Store};
@@ -44,16 +43,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     args.log.init();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let outcome = runtime
-        .context("starting the async runtime")
-        .and_then(|runtime| runtime.block_on(run(args)));
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => exit::report("check-messages", &error),
-    }
+    exit::block_on("check-messages", run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -82,17 +82,9 @@ enum Format {
 fn main() -> ExitCode {
     let args = Args::parse();
     args.log.init();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let outcome = runtime
-        .context("starting the async runtime")
-        .and_then(|runtime| runtime.block_on(run(args)));
+    let code = exit::block_on("fs-watcher", run(args));
     systemd::stopping();
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => exit::report("fs-watcher", &error),
-    }
+    code
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

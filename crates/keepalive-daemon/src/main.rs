@@ -15,7 +15,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use bridge_cli::agent::AgentArgs;
 use bridge_cli::daemon::{open_when_ready, systemd};
 use bridge_cli::{LogArgs, RateLimitArgs, StoreArgs, exit, parse_duration, shutdown_signal};
@@ -47,17 +46,9 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     args.log.init();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let outcome = runtime
-        .context("starting the async runtime")
-        .and_then(|runtime| runtime.block_on(run(args)));
+    let code = exit::block_on("keepalive-daemon", run(args));
     systemd::stopping();
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => exit::report("keepalive-daemon", &error),
-    }
+    code
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

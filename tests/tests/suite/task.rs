@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bridge_core::{
-    ActionType, ConversationId, Credentials, Error, Message, NewConversation, NewTask, Sender,
-    Status, Store, TaskState,
+    ActionType, ConversationId, Credentials, Error, Message, NewTask, Sender, Status, Store,
+    TaskState,
 };
-use bridge_tests::{Pair, TempDb, pair, pair_of, scalar};
+use bridge_tests::{TempDb, pair, scalar, team};
 use serde_json::json;
 
 /// The silence threshold of these tests: short, so that a test can wait it out.
@@ -19,17 +19,6 @@ fn task(title: &str) -> NewTask {
         title: title.into(),
         body: format!("Do {title}."),
     }
-}
-
-/// An orchestrator's conversations with `workers` workers, all in `team`.
-async fn team(store: &Store, team: &str, workers: usize) -> Vec<Pair> {
-    let mut pairs = Vec::new();
-    for n in 0..workers {
-        let mut new = NewConversation::new("orchestrator", format!("worker {n}"));
-        new.team = Some(team.into());
-        pairs.push(pair_of(store.create_conversation(new).await.unwrap()));
-    }
-    pairs
 }
 
 /// Waits out the silence threshold, then has `healthy` heartbeat.

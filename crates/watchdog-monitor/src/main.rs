@@ -1,0 +1,267 @@
+//! `watchdog-monitor`: finds silent workers and moves their work.
+//!
+//! Every `--interval` (default 60 s) it scans the workers (sessions `b`) of
+//! live conversations, of one `--team` or all, for those not heard from (no
+//! heartbeat, no call) for `--threshold` (default 300 s). A worker newly
+//! silent is marked `silent` (audited), logged as a warning and, with
+//! `--on-alert CMD`, reported to `sh -c CMD` with the details in the
+//! environment: one alert per silence, however many passes it lasts. Unless
+//! `--no-reassign`, the open and in-progress tasks of every silent worker go
+//! to the healthy workers of its team (`bridge-core`'s reassignment, the
+//! same as `reassign-tasks`). A worker marked silent that is heard from
+//! again is logged as recovered, marked `active`, and reported to the alert
+//! command too.
+//!
+//! The silence is kept in the database, not in this process: a restarted
+//! watchdog, or `--once` from cron, does not alert twice. Replaces the
+//! original `watchdog-monitor.sh`, which printed a list and left the tasks
+//! where they were.
+//!
+//! `--once` does one pass and exits. Otherwise it runs until SIGTERM or
+//! SIGINT, waits for a database that does not exist yet, reopens one that
+//! was replaced, and under systemd (`Type=notify`, `WatchdogSec=`) says when
+//! it is ready and pings the watchdog.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use bridge_cli::daemon::{open_when_ready, systemd};
+use bridge_cli::{LogArgs, StoreArgs, exit, parse_duration, shutdown_signal};
+use bridge_core::{Reassignment, Store, Timestamp, Worker};
+use clap::Parser;
+
+/// How long an alert command may run before it is killed.
+const ALERT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Finds workers not heard from for a threshold, alerts once per silence,
+/// and reassigns their open tasks to healthy workers of the same team.
+#[derive(Parser, Debug)]
+#[command(name = "watchdog-monitor", version)]
+struct Args {
+    /// Time between scans
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    interval: Duration,
+
+    /// A worker not heard from for this long is silent
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    threshold: Duration,
+
+    /// Watch only this team's workers
+    #[arg(long, value_name = "TEAM")]
+    team: Option<String>,
+
+    /// Scan once and exit (for cron and tests)
+    #[arg(long)]
+    once: bool,
+
+    /// Run `sh -c CMD` on each new silence and each recovery, with
+    /// BRIDGE_EVENT (silent|recovered), BRIDGE_CONVERSATION_ID, BRIDGE_ROLE,
+    /// BRIDGE_TEAM, BRIDGE_LAST_HEARD, BRIDGE_SILENT_SECONDS and
+    /// BRIDGE_OPEN_TASKS in its environment
+    #[arg(long, value_name = "CMD")]
+    on_alert: Option<String>,
+
+    /// Alert only; leave the tasks of silent workers where they are
+    #[arg(long)]
+    no_reassign: bool,
+
+    #[command(flatten)]
+    store: StoreArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    args.log.init();
+    let code = exit::block_on("watchdog-monitor", run(args));
+    systemd::stopping();
+    code
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    for (flag, value) in [
+        ("--interval", args.interval),
+        ("--threshold", args.threshold),
+    ] {
+        if value.is_zero() {
+            anyhow::bail!("{flag} must be longer than zero");
+        }
+    }
+    // First: from here on, a signal is caught rather than fatal.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let options = args.store.options()?;
+
+    let Some(mut store) = open_when_ready(options.clone(), &mut shutdown).await? else {
+        return Ok(());
+    };
+    if args.once {
+        let outcome = pass(&store, &args).await;
+        store.close().await;
+        return outcome;
+    }
+    tracing::info!(
+        interval = ?args.interval,
+        threshold = ?args.threshold,
+        team = args.team.as_deref().unwrap_or("(all)"),
+        reassign = !args.no_reassign,
+        "watching"
+    );
+    systemd::ready();
+    let watchdog = systemd::watchdog_interval();
+    let mut watchdog_ticks = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut scans = tokio::time::interval(args.interval);
+    scans.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            signal = &mut shutdown => {
+                tracing::info!(signal, "stopping");
+                break;
+            }
+            _ = watchdog_ticks.tick(), if watchdog.is_some() => systemd::watchdog(),
+            _ = scans.tick() => {
+                if store.replaced() {
+                    tracing::warn!(database = %store.path().display(), "the database file was replaced; reopening it");
+                    store.close().await;
+                    let Some(reopened) = open_when_ready(options.clone(), &mut shutdown).await? else {
+                        return Ok(());
+                    };
+                    store = reopened;
+                }
+                // Locked, or a moment of trouble: try again next time.
+                if let Err(error) = pass(&store, &args).await {
+                    tracing::warn!("scan failed: {error:#}");
+                }
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// One scan: alert on new silences, log recoveries, move the tasks of the
+/// silent.
+async fn pass(store: &Store, args: &Args) -> anyhow::Result<()> {
+    let scan = store
+        .scan_workers(args.threshold, args.team.as_deref())
+        .await
+        .context("scanning the workers")?;
+    let mut alerts = Vec::new();
+    for worker in &scan.back {
+        if store.mark_recovered(&worker.conversation_id).await? {
+            tracing::info!(
+                conversation_id = %worker.conversation_id,
+                role = %worker.role,
+                team = worker.team.as_deref().unwrap_or(""),
+                last_heard = %worker.last_heard,
+                "worker recovered"
+            );
+            alerts.push(("recovered", worker));
+        }
+    }
+    let mut new_silences = 0;
+    for worker in &scan.silent {
+        if store
+            .mark_silent(&worker.conversation_id, args.threshold)
+            .await?
+        {
+            new_silences += 1;
+            tracing::warn!(
+                conversation_id = %worker.conversation_id,
+                role = %worker.role,
+                team = worker.team.as_deref().unwrap_or(""),
+                last_heard = %worker.last_heard,
+                silent_seconds = silent_seconds(worker),
+                "worker silent"
+            );
+            alerts.push(("silent", worker));
+        }
+    }
+    if let Some(command) = &args.on_alert {
+        let runs = alerts
+            .iter()
+            .map(|(event, worker)| alert(command, event, worker));
+        for outcome in futures_util::future::join_all(runs).await {
+            if let Err(error) = outcome {
+                tracing::warn!("--on-alert failed: {error:#}");
+            }
+        }
+    }
+    let mut moved = 0;
+    if !args.no_reassign && !scan.silent.is_empty() {
+        let from: Vec<_> = scan
+            .silent
+            .iter()
+            .map(|w| w.conversation_id.clone())
+            .collect();
+        let reassigned = store
+            .reassign_tasks(&from, args.threshold, false)
+            .await
+            .context("reassigning the tasks of silent workers")?;
+        for reassignment in &reassigned {
+            log_reassignment(reassignment);
+        }
+        moved = reassigned.iter().filter(|r| r.outcome == "moved").count();
+    }
+    tracing::info!(
+        silent = scan.silent.len(),
+        new_silences,
+        recovered = scan.back.len(),
+        moved,
+        "scan done"
+    );
+    Ok(())
+}
+
+/// Whole seconds since `worker` was last heard from.
+fn silent_seconds(worker: &Worker) -> u64 {
+    worker.last_heard.age_at(Timestamp::now()).as_secs()
+}
+
+fn log_reassignment(reassignment: &Reassignment) {
+    let Reassignment {
+        task_id,
+        from,
+        to,
+        outcome,
+        ..
+    } = reassignment;
+    match (*outcome, to) {
+        ("moved", Some(to)) => {
+            tracing::info!(task_id, %from, %to, "task reassigned");
+        }
+        ("marked unassigned", _) => {
+            tracing::warn!(task_id, %from, "no healthy worker in the team; task left unassigned");
+        }
+        _ => tracing::debug!(task_id, %from, outcome, "task not moved"),
+    }
+}
+
+/// Runs the alert command for one event, waiting at most [`ALERT_TIMEOUT`].
+async fn alert(command: &str, event: &str, worker: &Worker) -> anyhow::Result<()> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("BRIDGE_EVENT", event)
+        .env("BRIDGE_CONVERSATION_ID", worker.conversation_id.as_str())
+        .env("BRIDGE_ROLE", &worker.role)
+        .env("BRIDGE_TEAM", worker.team.as_deref().unwrap_or(""))
+        .env("BRIDGE_LAST_HEARD", worker.last_heard.to_string())
+        .env("BRIDGE_SILENT_SECONDS", silent_seconds(worker).to_string())
+        .env("BRIDGE_OPEN_TASKS", worker.open_tasks.to_string())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting sh")?;
+    match tokio::time::timeout(ALERT_TIMEOUT, child.wait()).await {
+        Ok(status) => {
+            let status = status.context("waiting for the command")?;
+            anyhow::ensure!(status.success(), "the command ended with {status}");
+            Ok(())
+        }
+        Err(_) => anyhow::bail!("the command ran longer than {ALERT_TIMEOUT:?} and was killed"),
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests of the orchestrator side: `watchdog-monitor` and
+//! `reassign-tasks`, the real binaries on temporary databases, with the
+//! agents' own `bridge-mcp` and `keepalive-daemon` processes where a test
+//! plays a whole team.
+
+mod reassign;
+mod watchdog;
+
+use std::time::Duration;
+
+const SECOND: Duration = Duration::from_secs(1);
