@@ -33,3 +33,12 @@ CREATE TABLE task_assignment (
     ended_by        TEXT CHECK (ended_by IN ('reassigned', 'done', 'failed', 'cancelled')),
     PRIMARY KEY (task_id, attempt)
 ) STRICT, WITHOUT ROWID;
+
+-- The watchdog's scan: workers not heard from since a time, and workers
+-- marked silent, found through indexes rather than by reading every session.
+-- heard_at is 0 for a session never heard from (its conversation's creation
+-- then counts, which the scan checks on the rows this index finds).
+ALTER TABLE session ADD COLUMN heard_at INTEGER
+    GENERATED ALWAYS AS (max(coalesce(last_heartbeat, 0), coalesce(last_seen, 0))) VIRTUAL;
+CREATE INDEX session_by_heard_at ON session (session, heard_at);
+CREATE INDEX session_silent ON session (session) WHERE status = 'silent';

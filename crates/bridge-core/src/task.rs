@@ -557,18 +557,27 @@ ORDER BY c.id";
 
 /// Workers of live conversations (?1 now), of team ?2 or all, last heard
 /// from before ?3 (never heard from: counted from the conversation's
-/// creation) or marked silent, with their open tasks (counted only for the
-/// rows found, so the scan stays cheap).
+/// creation), then those marked silent that were heard from since; with
+/// their open tasks. Both halves start from an index on `session`
+/// (`heard_at`, `status = 'silent'`), so the scan reads the rows it returns,
+/// not every session.
 const SCAN_SQL: &str = "
 SELECT c.id, c.team, c.role_b, c.created_at, s.status, s.last_heartbeat, s.last_seen,
        (SELECT count(*) FROM task AS t
         WHERE t.conversation_id = c.id AND t.state IN ('open', 'in_progress')) AS open_tasks
-FROM conversation AS c
-JOIN session AS s ON s.conversation_id = c.id AND s.session = 'b'
-WHERE c.expires_at > ?1 AND (?2 IS NULL OR c.team = ?2)
-  AND (max(coalesce(s.last_heartbeat, 0), coalesce(s.last_seen, 0), c.created_at) < ?3
-       OR s.status = 'silent')
-ORDER BY c.id";
+FROM session AS s
+JOIN conversation AS c ON c.id = s.conversation_id
+WHERE s.session = 'b' AND s.heard_at < ?3 AND c.created_at < ?3
+  AND c.expires_at > ?1 AND (?2 IS NULL OR c.team = ?2)
+UNION ALL
+SELECT c.id, c.team, c.role_b, c.created_at, s.status, s.last_heartbeat, s.last_seen,
+       (SELECT count(*) FROM task AS t
+        WHERE t.conversation_id = c.id AND t.state IN ('open', 'in_progress')) AS open_tasks
+FROM session AS s
+JOIN conversation AS c ON c.id = s.conversation_id
+WHERE s.session = 'b' AND s.status = 'silent' AND NOT (s.heard_at < ?3 AND c.created_at < ?3)
+  AND c.expires_at > ?1 AND (?2 IS NULL OR c.team = ?2)
+ORDER BY 1";
 
 #[derive(sqlx::FromRow)]
 struct WorkerRead {
