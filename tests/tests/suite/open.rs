@@ -168,6 +168,65 @@ async fn a_schema_newer_than_the_binary_is_refused() {
     );
 }
 
+/// A database of the first schema (before tasks), with a conversation and a
+/// message in it, is upgraded on open and keeps its data.
+#[tokio::test]
+async fn a_database_of_the_first_schema_is_upgraded_and_keeps_its_data() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    store
+        .send(&conversation.a, bridge_core::NewMessage::new("from before"))
+        .await
+        .unwrap();
+    store.close().await;
+    // Back to the first schema, as the previous release left it.
+    let mut raw = db.raw().await;
+    sqlx::raw_sql(
+        "DROP INDEX session_by_heard_at;
+         DROP INDEX session_silent;
+         ALTER TABLE session DROP COLUMN heard_at;
+         DROP TABLE task_assignment;
+         DROP TABLE task;
+         DELETE FROM sqlite_sequence WHERE name = 'task';
+         DELETE FROM _sqlx_migrations WHERE version = 20261121000001;",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    assert_eq!(
+        scalar(
+            &mut raw,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'task'"
+        )
+        .await,
+        0
+    );
+
+    let store = db.open().await;
+    let received = store.check(&conversation.b, 10).await.unwrap();
+    assert_eq!(received[0].body, "from before");
+    let task = store
+        .assign_task(
+            &conversation.a,
+            bridge_core::NewTask {
+                title: "after the upgrade".into(),
+                body: "works".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(task.id, 1);
+    store.heartbeat(&conversation.b).await.unwrap();
+    let scan = store
+        .scan_workers(Duration::from_secs(300), None)
+        .await
+        .unwrap();
+    assert!(scan.silent.is_empty() && scan.back.is_empty());
+    assert!(store.verify_audit().await.unwrap().is_intact());
+    store.close().await;
+}
+
 #[tokio::test]
 async fn a_missing_key_file_is_not_silently_replaced() {
     let db = TempDb::new();
