@@ -36,6 +36,8 @@
 //!   `checkpoint`: WAL checkpoints in the background, off the write path.
 //! * `conversation`, `message`, `status`, `task`: the domain operations
 //!   (`task` also finds silent workers and reassigns their tasks).
+//! * `admin`: the operator's view (every conversation, task and audit row;
+//!   token rotation), for `bridgectl`.
 //! * `auth`: ids, sessions, tokens and the server key.
 //! * `audit`: the hash chain and its verification.
 //! * `redact`, `limit`, `watch`: redaction, rate limits, change notification.
@@ -48,6 +50,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod admin;
 mod audit;
 mod auth;
 mod checkpoint;
@@ -65,6 +68,7 @@ mod time;
 mod watch;
 mod writer;
 
+pub use admin::{AuditEntry, ConversationDetail, ConversationInfo, SessionInfo, ShownMessage};
 pub use audit::{AuditReport, BadRow};
 pub use auth::{ConversationId, Credentials, SessionId, Token};
 pub use conversation::{CreatedConversation, NewConversation, ROLE_CHARS, TEAM_CHARS, TTL_RANGE};

@@ -594,6 +594,33 @@ const HISTORY_LATEST_SQL: &str = message_read!(
      ORDER BY id DESC LIMIT ?4"
 );
 
+/// The latest ?3 messages of the conversation, both directions, for the
+/// operator (?2 is `'a'`: the credentials columns are not used).
+const LATEST_SQL: &str =
+    message_read!("SELECT * FROM message WHERE conversation_id = ?1 ORDER BY id DESC LIMIT ?3");
+
+impl Store {
+    /// The operator's view: the latest `limit` messages of a conversation,
+    /// oldest first, without authentication (whoever can open the database
+    /// can read it). Empty if the conversation does not exist.
+    pub(crate) async fn latest_messages(
+        &self,
+        conversation_id: &ConversationId,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let rows: Vec<MessageRowRead> = sqlx::query_as(LATEST_SQL)
+            .bind(conversation_id.as_str())
+            .bind("a")
+            .bind(limit)
+            .fetch_all(self.readers())
+            .await
+            .map_err(|error| self.shared().sqlx_error(error))?;
+        rows.iter()
+            .filter_map(|row| row.message(self.path(), conversation_id).transpose())
+            .collect()
+    }
+}
+
 /// One row of a message read: the caller's credentials columns and,
 /// optionally, one message.
 #[derive(sqlx::FromRow)]

@@ -35,7 +35,7 @@
 //! Callers submit an operation and await its typed result; a caller that stops
 //! waiting does not cancel a write already queued.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -461,6 +461,7 @@ impl WriterTask {
             .bind(params.ended_assignments.as_str())
             .bind(params.messages.as_str())
             .bind(params.sessions.as_str())
+            .bind(params.rekeys.as_str())
             .bind(params.audits.as_str())
             .bind(params.deletions.as_str())
             .fetch(connection);
@@ -488,6 +489,7 @@ impl WriterTask {
             .bind(params.ended_assignments)
             .bind(params.messages)
             .bind(params.sessions)
+            .bind(params.rekeys)
             .bind(params.audits)
             .bind(params.deletions)
             .execute(self.connection()?)
@@ -669,6 +671,11 @@ macro_rules! writes {
             FROM json_each(?) AS u
             WHERE session.conversation_id = u.value ->> 'conversation_id'
               AND session.session = u.value ->> 'session';
+        UPDATE conversation
+            SET token_digest_a = coalesce(unhex(u.value ->> 'a'), token_digest_a),
+                token_digest_b = coalesce(unhex(u.value ->> 'b'), token_digest_b)
+            FROM json_each(?) AS u
+            WHERE conversation.id = u.value ->> 'id';
         INSERT INTO audit (id, at, conversation_id, session, action, detail, prev_hash, hash)
             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,
                    value ->> 4, value ->> 5, value ->> 6, value ->> 7
@@ -703,6 +710,8 @@ struct Params {
     ended_assignments: String,
     messages: String,
     sessions: String,
+    /// New token digests: `{id, a, b}` per conversation, hex or null.
+    rekeys: String,
     audits: String,
     deletions: String,
 }
@@ -799,6 +808,9 @@ pub(crate) struct SessionRow {
     digest: Vec<u8>,
     #[serde(skip)]
     dirty: bool,
+    /// Its token was replaced in this batch: `digest` is to be written.
+    #[serde(skip)]
+    rekeyed: bool,
     /// The conversation's team.
     #[serde(skip)]
     pub(crate) team: Option<String>,
@@ -957,6 +969,7 @@ impl State {
                 expires_at: Timestamp::from_millis(expires_at),
                 digest: row.try_get("digest").map_err(corrupt)?,
                 dirty: false,
+                rekeyed: false,
                 team: row.try_get("team").map_err(corrupt)?,
                 conversation_id: key.0.clone(),
                 session: key.1,
@@ -1179,6 +1192,22 @@ impl<'a> Batch<'a> {
         Some(row)
     }
 
+    /// Replaces a session's token digest, written at commit. Returns `false`
+    /// if the session was not looked up (or does not exist).
+    pub(crate) fn rekey(
+        &mut self,
+        conversation_id: &ConversationId,
+        session: SessionId,
+        digest: Vec<u8>,
+    ) -> bool {
+        let Some(row) = self.session_mut(conversation_id, session) else {
+            return false;
+        };
+        row.digest = digest;
+        row.rekeyed = true;
+        true
+    }
+
     /// Spends one write of the session's rate-limit quota (once per
     /// operation, however often it runs).
     pub(crate) fn check_write(&mut self, credentials: &Credentials) -> Result<()> {
@@ -1309,6 +1338,20 @@ impl<'a> Batch<'a> {
                 )
             })
             .collect();
+        let mut rekeys: BTreeMap<&ConversationId, (Option<String>, Option<String>)> =
+            BTreeMap::new();
+        for row in sessions.iter().filter(|row| row.rekeyed) {
+            let entry = rekeys.entry(&row.conversation_id).or_default();
+            let digest = Some(hex::encode(&row.digest));
+            match row.session {
+                SessionId::A => entry.0 = digest,
+                SessionId::B => entry.1 = digest,
+            }
+        }
+        let rekeys: Vec<_> = rekeys
+            .into_iter()
+            .map(|(id, (a, b))| serde_json::json!({ "id": id, "a": a, "b": b }))
+            .collect();
         let tasks = || self.state.tasks.values().flatten();
         let new_tasks: Vec<&TaskRow> = tasks().filter(|task| task.new).collect();
         let task_updates: Vec<&TaskRow> = tasks().filter(|task| task.dirty && !task.new).collect();
@@ -1320,6 +1363,7 @@ impl<'a> Batch<'a> {
             ended_assignments: to_json(&self.ended_assignments),
             messages: to_json(&messages),
             sessions: to_json(&sessions),
+            rekeys: to_json(&rekeys),
             audits: to_json(&audits),
             deletions: to_json(&self.deletions),
         }
@@ -1329,6 +1373,7 @@ impl<'a> Batch<'a> {
     fn into_state(mut self) -> State {
         for row in self.state.sessions.values_mut().flatten() {
             row.dirty = false;
+            row.rekeyed = false;
         }
         for task in self.state.tasks.values_mut().flatten() {
             task.dirty = false;

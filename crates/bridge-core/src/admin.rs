@@ -1,0 +1,438 @@
+//! The operator's view of a store, for `bridgectl`: every conversation with
+//! its sessions' liveness, one conversation in detail, every task, the audit
+//! trail, and token rotation.
+//!
+//! These functions take no credentials: whoever can open the database file
+//! (and its key file) is the operator. Tokens are never shown: they are
+//! stored as digests, so a lost token is replaced by rotating it.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::auth::{ConversationId, SessionId, Token};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::status::Status;
+use crate::store::Store;
+use crate::task::{Task, TaskState};
+use crate::time::Timestamp;
+use crate::writer::{Batch, Lookups, Operation};
+
+/// One session of a conversation, as the operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    /// `a` or `b`.
+    pub session: SessionId,
+    /// Its role.
+    pub role: String,
+    /// Its last status.
+    pub status: Option<Status>,
+    /// Its last heartbeat.
+    pub last_heartbeat: Option<Timestamp>,
+    /// Its last authenticated call (at the store's resolution).
+    pub last_seen: Option<Timestamp>,
+    /// Heard from within the liveness window.
+    pub alive: bool,
+    /// Messages for it that it has not received yet.
+    pub unread: u64,
+    /// The id of the last message it received.
+    #[serde(skip)]
+    pub delivered_id: i64,
+}
+
+/// A conversation, as the operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConversationInfo {
+    /// Its id.
+    pub id: ConversationId,
+    /// Its team.
+    pub team: Option<String>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it expires (or expired).
+    pub expires_at: Timestamp,
+    /// Whether it has expired (and awaits cleanup).
+    pub expired: bool,
+    /// Session `a`, then `b`.
+    pub sessions: [SessionInfo; 2],
+    /// Messages in it, both directions.
+    pub messages: u64,
+    /// Its open and in-progress tasks.
+    pub open_tasks: u64,
+}
+
+/// One conversation in detail: [`Store::conversation_detail`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConversationDetail {
+    /// The conversation.
+    #[serde(flatten)]
+    pub info: ConversationInfo,
+    /// Its latest messages, oldest first, each with whether its recipient
+    /// has received it.
+    pub recent_messages: Vec<ShownMessage>,
+    /// Its tasks, oldest first.
+    pub tasks: Vec<Task>,
+}
+
+/// A message, and whether its recipient has received it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ShownMessage {
+    /// The message.
+    #[serde(flatten)]
+    pub message: Message,
+    /// Its recipient has received it (`check_messages` handed it over).
+    pub read: bool,
+}
+
+/// One row of the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    /// Its id (the order of the chain).
+    pub id: i64,
+    /// When.
+    pub at: Timestamp,
+    /// The conversation it concerns, if any.
+    pub conversation_id: Option<String>,
+    /// The session it concerns, if any.
+    pub session: Option<String>,
+    /// What happened, e.g. `message_sent`.
+    pub action: String,
+    /// The details, a JSON object (ids, sizes, kinds; never a body or a
+    /// token).
+    pub detail: String,
+}
+
+/// The conversations, or one (?1), with both sessions and their counts.
+const CONVERSATIONS_SQL: &str = "
+SELECT c.id, c.role_a, c.role_b, c.team, c.created_at, c.expires_at,
+       sa.status AS status_a, sa.last_heartbeat AS heartbeat_a, sa.last_seen AS seen_a,
+       sa.delivered_id AS delivered_a,
+       sb.status AS status_b, sb.last_heartbeat AS heartbeat_b, sb.last_seen AS seen_b,
+       sb.delivered_id AS delivered_b,
+       (SELECT count(*) FROM message AS m
+        WHERE m.conversation_id = c.id AND m.recipient = 'a' AND m.id > sa.delivered_id) AS unread_a,
+       (SELECT count(*) FROM message AS m
+        WHERE m.conversation_id = c.id AND m.recipient = 'b' AND m.id > sb.delivered_id) AS unread_b,
+       (SELECT count(*) FROM message AS m WHERE m.conversation_id = c.id) AS messages,
+       (SELECT count(*) FROM task AS t
+        WHERE t.conversation_id = c.id AND t.state IN ('open', 'in_progress')) AS open_tasks
+FROM conversation AS c
+JOIN session AS sa ON sa.conversation_id = c.id AND sa.session = 'a'
+JOIN session AS sb ON sb.conversation_id = c.id AND sb.session = 'b'
+WHERE ?1 IS NULL OR c.id = ?1
+ORDER BY c.created_at, c.id";
+
+#[derive(sqlx::FromRow)]
+struct ConversationRead {
+    id: String,
+    role_a: String,
+    role_b: String,
+    team: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+    status_a: Option<String>,
+    heartbeat_a: Option<i64>,
+    seen_a: Option<i64>,
+    delivered_a: i64,
+    status_b: Option<String>,
+    heartbeat_b: Option<i64>,
+    seen_b: Option<i64>,
+    delivered_b: i64,
+    unread_a: i64,
+    unread_b: i64,
+    messages: i64,
+    open_tasks: i64,
+}
+
+/// A count from SQL, which is never negative.
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl ConversationRead {
+    fn info(self, now: Timestamp, window: Duration) -> Result<ConversationInfo> {
+        let session = |session: SessionId,
+                       role: String,
+                       status: Option<String>,
+                       heartbeat: Option<i64>,
+                       seen: Option<i64>,
+                       unread: i64,
+                       delivered_id: i64|
+         -> Result<SessionInfo> {
+            let heard = heartbeat.max(seen).map(Timestamp::from_millis);
+            Ok(SessionInfo {
+                session,
+                role,
+                status: status.as_deref().map(str::parse).transpose()?,
+                last_heartbeat: heartbeat.map(Timestamp::from_millis),
+                last_seen: seen.map(Timestamp::from_millis),
+                alive: heard.is_some_and(|heard| heard.age_at(now) < window),
+                unread: count(unread),
+                delivered_id,
+            })
+        };
+        let expires_at = Timestamp::from_millis(self.expires_at);
+        Ok(ConversationInfo {
+            id: self.id.parse()?,
+            team: self.team,
+            created_at: Timestamp::from_millis(self.created_at),
+            expires_at,
+            expired: expires_at <= now,
+            sessions: [
+                session(
+                    SessionId::A,
+                    self.role_a,
+                    self.status_a,
+                    self.heartbeat_a,
+                    self.seen_a,
+                    self.unread_a,
+                    self.delivered_a,
+                )?,
+                session(
+                    SessionId::B,
+                    self.role_b,
+                    self.status_b,
+                    self.heartbeat_b,
+                    self.seen_b,
+                    self.unread_b,
+                    self.delivered_b,
+                )?,
+            ],
+            messages: count(self.messages),
+            open_tasks: count(self.open_tasks),
+        })
+    }
+}
+
+/// Every task, or one team's (?1), oldest first.
+const TASKS_SQL: &str = "
+SELECT id, team, conversation_id, title, body, state, attempts, unassigned, note, created_at,
+       updated_at
+FROM task WHERE ?1 IS NULL OR team = ?1
+ORDER BY id";
+
+/// One conversation's tasks (?1).
+const CONVERSATION_TASKS_SQL: &str = "
+SELECT id, team, conversation_id, title, body, state, attempts, unassigned, note, created_at,
+       updated_at
+FROM task WHERE conversation_id = ?1
+ORDER BY id";
+
+#[derive(sqlx::FromRow)]
+struct TaskListRead {
+    id: i64,
+    team: Option<String>,
+    conversation_id: String,
+    title: String,
+    body: String,
+    state: String,
+    attempts: i64,
+    unassigned: bool,
+    note: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TaskListRead {
+    fn task(self) -> Result<Task> {
+        Ok(Task {
+            id: self.id,
+            team: self.team,
+            conversation_id: self.conversation_id.parse()?,
+            title: self.title,
+            body: self.body,
+            state: self.state.parse::<TaskState>()?,
+            attempts: self.attempts,
+            unassigned: self.unassigned,
+            note: self.note,
+            created_at: Timestamp::from_millis(self.created_at),
+            updated_at: Timestamp::from_millis(self.updated_at),
+        })
+    }
+}
+
+/// The latest ?2 audit rows, of one conversation (?1) or all, oldest first.
+const AUDIT_SQL: &str = "
+SELECT * FROM (SELECT id, at, conversation_id, session, action, detail FROM audit
+               WHERE ?1 IS NULL OR conversation_id = ?1
+               ORDER BY id DESC LIMIT ?2)
+ORDER BY id";
+
+#[derive(sqlx::FromRow)]
+struct AuditRead {
+    id: i64,
+    at: i64,
+    conversation_id: Option<String>,
+    session: Option<String>,
+    action: String,
+    detail: String,
+}
+
+impl Store {
+    /// Every conversation (expired ones too, until cleaned up), oldest
+    /// first, with its sessions' liveness and counts.
+    pub async fn conversations(&self) -> Result<Vec<ConversationInfo>> {
+        self.read_conversations(None).await
+    }
+
+    async fn read_conversations(
+        &self,
+        id: Option<&ConversationId>,
+    ) -> Result<Vec<ConversationInfo>> {
+        let rows: Vec<ConversationRead> = sqlx::query_as(CONVERSATIONS_SQL)
+            .bind(id.map(ConversationId::as_str))
+            .fetch_all(self.readers())
+            .await
+            .map_err(|error| self.shared().sqlx_error(error))?;
+        let now = Timestamp::now();
+        let window = self.options().liveness_window;
+        rows.into_iter().map(|row| row.info(now, window)).collect()
+    }
+
+    /// One conversation: its sessions, its latest `messages` messages with
+    /// read marks, and its tasks.
+    pub async fn conversation_detail(
+        &self,
+        id: &ConversationId,
+        messages: u32,
+    ) -> Result<ConversationDetail> {
+        let info = self
+            .read_conversations(Some(id))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NoSuchConversation {
+                conversation_id: id.clone(),
+            })?;
+        let delivered = |to: SessionId| info.sessions[usize::from(to == SessionId::B)].delivered_id;
+        let recent_messages = self
+            .latest_messages(id, messages)
+            .await?
+            .into_iter()
+            .map(|message| ShownMessage {
+                read: message.id <= delivered(message.to),
+                message,
+            })
+            .collect();
+        let rows: Vec<TaskListRead> = sqlx::query_as(CONVERSATION_TASKS_SQL)
+            .bind(id.as_str())
+            .fetch_all(self.readers())
+            .await
+            .map_err(|error| self.shared().sqlx_error(error))?;
+        let tasks = rows
+            .into_iter()
+            .map(TaskListRead::task)
+            .collect::<Result<_>>()?;
+        Ok(ConversationDetail {
+            info,
+            recent_messages,
+            tasks,
+        })
+    }
+
+    /// Every task, or one team's, oldest first.
+    pub async fn all_tasks(&self, team: Option<&str>) -> Result<Vec<Task>> {
+        let rows: Vec<TaskListRead> = sqlx::query_as(TASKS_SQL)
+            .bind(team)
+            .fetch_all(self.readers())
+            .await
+            .map_err(|error| self.shared().sqlx_error(error))?;
+        rows.into_iter().map(TaskListRead::task).collect()
+    }
+
+    /// The latest `limit` rows of the audit trail, of one conversation or
+    /// all, oldest first.
+    pub async fn audit_entries(
+        &self,
+        conversation_id: Option<&ConversationId>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        let rows: Vec<AuditRead> = sqlx::query_as(AUDIT_SQL)
+            .bind(conversation_id.map(ConversationId::as_str))
+            .bind(limit)
+            .fetch_all(self.readers())
+            .await
+            .map_err(|error| self.shared().sqlx_error(error))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| AuditEntry {
+                id: row.id,
+                at: Timestamp::from_millis(row.at),
+                conversation_id: row.conversation_id,
+                session: row.session,
+                action: row.action,
+                detail: row.detail,
+            })
+            .collect())
+    }
+
+    /// Replaces the tokens of `sessions` of a live conversation with new
+    /// ones, returned once; the old ones stop working at once. Audited.
+    pub async fn rotate_tokens(
+        &self,
+        conversation_id: &ConversationId,
+        sessions: &[SessionId],
+    ) -> Result<Vec<(SessionId, Token)>> {
+        let mut tokens = Vec::with_capacity(sessions.len());
+        for &session in sessions {
+            tokens.push((session, Token::generate()?));
+        }
+        let key = &self.shared().key;
+        let digests = tokens
+            .iter()
+            .map(|(session, token)| (*session, key.digest(token).to_vec()))
+            .collect();
+        self.submit(RotateOp {
+            conversation_id: conversation_id.clone(),
+            digests,
+        })
+        .await?;
+        tracing::info!(%conversation_id, sessions = ?sessions, "tokens rotated");
+        Ok(tokens)
+    }
+}
+
+/// `rotate_tokens` under the write lock.
+struct RotateOp {
+    conversation_id: ConversationId,
+    digests: Vec<(SessionId, Vec<u8>)>,
+}
+
+impl Operation for RotateOp {
+    type Output = ();
+
+    fn lookups(&self, out: &mut Lookups) {
+        for (session, _) in &self.digests {
+            out.session(&self.conversation_id, *session);
+        }
+    }
+
+    fn apply(&self, batch: &mut Batch<'_>) -> Result<()> {
+        let now = batch.now;
+        for (session, _) in &self.digests {
+            let Some(row) = batch.session(&self.conversation_id, *session) else {
+                return Err(Error::NoSuchConversation {
+                    conversation_id: self.conversation_id.clone(),
+                });
+            };
+            if row.expires_at <= now {
+                return Err(Error::Expired {
+                    conversation_id: self.conversation_id.clone(),
+                    expired_at: row.expires_at,
+                });
+            }
+        }
+        for (session, digest) in &self.digests {
+            batch.rekey(&self.conversation_id, *session, digest.clone());
+        }
+        let sessions: Vec<SessionId> = self.digests.iter().map(|(session, _)| *session).collect();
+        batch.audit(
+            Some(&self.conversation_id),
+            None,
+            "tokens_rotated",
+            serde_json::json!({ "sessions": sessions }),
+        );
+        Ok(())
+    }
+}
