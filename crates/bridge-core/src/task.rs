@@ -205,7 +205,9 @@ pub struct Reassignment {
     /// in the team, the task stays, marked unassigned.
     pub to: Option<ConversationId>,
     /// What happened: `planned` (dry run), `moved`, `marked unassigned`,
-    /// `still unassigned` (told before), or `skipped` (it moved meanwhile).
+    /// `still unassigned` (told before), `skipped` (it moved or finished
+    /// meanwhile), `worker back` (its worker was heard from meanwhile), or
+    /// `failed` (logged).
     pub outcome: &'static str,
 }
 
@@ -291,15 +293,19 @@ impl Store {
         state: TaskState,
         note: Option<String>,
     ) -> Result<Task> {
-        let note = match note.as_deref().map(str::trim) {
-            Some("") | None => None,
-            Some(note) => Some(task_text("note", note, MAX_NOTE_CHARS)?.0),
+        let (note, note_redacted) = match note.as_deref().map(str::trim) {
+            Some("") | None => (None, false),
+            Some(note) => {
+                let (note, redacted) = task_text("note", note, MAX_NOTE_CHARS)?;
+                (Some(note), redacted)
+            }
         };
         self.submit(UpdateOp {
             credentials: credentials.clone(),
             task_id,
             state,
             note,
+            note_redacted,
         })
         .await
     }
@@ -378,15 +384,40 @@ impl Store {
         .await
     }
 
-    /// Reassigns the open and in-progress tasks held by the workers of
-    /// `from` to the healthy workers of their teams, each task to the one
+    /// Reassigns the open and in-progress tasks held by the silent workers
+    /// of `from` to the healthy workers of their teams, each task to the one
     /// with the fewest open tasks at that point. Healthy: alive (heard from
     /// within the liveness window), heard from within `threshold` too, and
-    /// not marked silent. With `dry_run`, only plans.
+    /// not marked silent. A task whose worker has been heard from within
+    /// `threshold` by the time it would move stays (`worker back`). With
+    /// `dry_run`, only plans. A task that fails to move is logged and
+    /// reported `failed`; the others still move.
     pub async fn reassign_tasks(
         &self,
         from: &[ConversationId],
         threshold: Duration,
+        dry_run: bool,
+    ) -> Result<Vec<Reassignment>> {
+        self.move_tasks(from, threshold, Some(threshold), dry_run)
+            .await
+    }
+
+    /// Like [`Store::reassign_tasks`], but moves the tasks of `from`
+    /// whether or not their workers are silent: an operator draining them.
+    pub async fn drain_tasks(
+        &self,
+        from: &[ConversationId],
+        threshold: Duration,
+        dry_run: bool,
+    ) -> Result<Vec<Reassignment>> {
+        self.move_tasks(from, threshold, None, dry_run).await
+    }
+
+    async fn move_tasks(
+        &self,
+        from: &[ConversationId],
+        threshold: Duration,
+        quiet_for: Option<Duration>,
         dry_run: bool,
     ) -> Result<Vec<Reassignment>> {
         let now = Timestamp::now();
@@ -453,18 +484,21 @@ impl Store {
                 task_id: planned.task_id,
                 from: planned.from.clone(),
                 to: planned.to.clone(),
+                quiet_for,
             })
         });
         let outcomes = futures_util::future::join_all(moves).await;
-        plan.into_iter()
+        Ok(plan
+            .into_iter()
             .zip(outcomes)
             .map(|(planned, outcome)| {
-                Ok(Reassignment {
-                    outcome: outcome?,
-                    ..planned
-                })
+                let outcome = outcome.unwrap_or_else(|error| {
+                    tracing::warn!(task_id = planned.task_id, %error, "task not moved");
+                    "failed"
+                });
+                Reassignment { outcome, ..planned }
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -641,6 +675,7 @@ impl Operation for AssignOp {
             SessionId::B,
             format!("New task #{id}: {}\n\n{}", self.title, self.body),
             serde_json::json!({ "task_id": id, "event": "assigned" }),
+            self.redacted,
         ));
         batch.audit(
             Some(conversation_id),
@@ -658,6 +693,7 @@ struct UpdateOp {
     task_id: i64,
     state: TaskState,
     note: Option<String>,
+    note_redacted: bool,
 }
 
 /// Whether `session` may move a task from `from` to `to`.
@@ -708,11 +744,18 @@ impl Operation for UpdateOp {
             });
         }
         batch.check_write(&self.credentials)?;
+        let mut redacted = self.note_redacted;
         if let Some(task) = batch.task_mut(self.task_id) {
             task.state = self.state;
             if self.note.is_some() {
                 task.note.clone_from(&self.note);
+                task.redacted |= self.note_redacted;
             }
+            // Its worker is heard from: the task has a worker again.
+            if session == SessionId::B {
+                task.unassigned = false;
+            }
+            redacted |= task.redacted;
         }
         if !self.state.is_active() {
             batch.end_assignment(self.task_id, attempts, self.state.as_str());
@@ -729,6 +772,7 @@ impl Operation for UpdateOp {
                 self.task_id, self.state
             ),
             serde_json::json!({ "task_id": self.task_id, "event": "updated", "state": self.state }),
+            redacted,
         ));
         batch.audit(
             Some(conversation_id),
@@ -803,11 +847,13 @@ impl Operation for SilenceOp {
 }
 
 /// Moves one task from a silent worker's conversation to another (or marks
-/// it unassigned), if it is still where the plan found it.
+/// it unassigned), if it is still where the plan found it and, with
+/// `quiet_for`, its worker has still not been heard from for that long.
 struct ReassignOp {
     task_id: i64,
     from: ConversationId,
     to: Option<ConversationId>,
+    quiet_for: Option<Duration>,
 }
 
 impl Operation for ReassignOp {
@@ -816,6 +862,7 @@ impl Operation for ReassignOp {
     fn lookups(&self, out: &mut Lookups) {
         out.task(self.task_id);
         out.session(&self.from, SessionId::A);
+        out.session(&self.from, SessionId::B);
         if let Some(to) = &self.to {
             out.session(to, SessionId::B);
         }
@@ -829,12 +876,23 @@ impl Operation for ReassignOp {
         else {
             return Ok("skipped");
         };
-        let (title, body, attempts, unassigned) = (
+        let (title, body, attempts, unassigned, redacted) = (
             task.title.clone(),
             task.body.clone(),
             task.attempts,
             task.unassigned,
+            task.redacted,
         );
+        if let Some(quiet_for) = self.quiet_for {
+            let back = batch.session(&self.from, SessionId::B).is_some_and(|row| {
+                row.last_heartbeat
+                    .max(row.last_seen)
+                    .is_some_and(|heard| Timestamp::from_millis(heard).age_at(now) < quiet_for)
+            });
+            if back {
+                return Ok("worker back");
+            }
+        }
         let target = self.to.as_ref().filter(|to| {
             batch
                 .session(to, SessionId::B)
@@ -855,6 +913,7 @@ impl Operation for ReassignOp {
                     self.task_id
                 ),
                 serde_json::json!({ "task_id": self.task_id, "event": "unassigned" }),
+                redacted,
             ));
             batch.audit(
                 Some(&self.from),
@@ -880,6 +939,17 @@ impl Operation for ReassignOp {
                 self.task_id
             ),
             serde_json::json!({ "task_id": self.task_id, "event": "reassigned", "from": self.from }),
+            redacted,
+        ));
+        batch.insert_message(MessageRow::system(
+            &self.from,
+            SessionId::B,
+            format!(
+                "Task #{} ({title}) was given to another worker because you went silent; stop working on it.",
+                self.task_id
+            ),
+            serde_json::json!({ "task_id": self.task_id, "event": "taken_away", "to": to }),
+            redacted,
         ));
         batch.insert_message(MessageRow::system(
             &self.from,
@@ -889,6 +959,7 @@ impl Operation for ReassignOp {
                 self.task_id
             ),
             serde_json::json!({ "task_id": self.task_id, "event": "moved", "to": to }),
+            redacted,
         ));
         batch.audit(
             Some(&self.from),

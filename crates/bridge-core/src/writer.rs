@@ -65,6 +65,9 @@ const QUEUE_DEPTH: usize = 4096;
 /// batch then takes the slow path once).
 const REMEMBERED_SESSIONS: usize = 4096;
 
+/// Likewise for tasks, which carry their bodies (up to 50 000 characters).
+const REMEMBERED_TASKS: usize = 1024;
+
 /// The message of the guard's error (see the `writer_guard` trigger).
 const STALE: &str = "mcp-bridge: stale writer state";
 
@@ -408,7 +411,7 @@ impl WriterTask {
     }
 
     fn remember(&mut self, state: State) {
-        if state.sessions.len() <= REMEMBERED_SESSIONS {
+        if state.sessions.len() <= REMEMBERED_SESSIONS && state.tasks.len() <= REMEMBERED_TASKS {
             self.remembered = Some(state);
         }
     }
@@ -784,6 +787,7 @@ impl MessageRow {
         recipient: SessionId,
         body: String,
         metadata: serde_json::Value,
+        redacted: bool,
     ) -> MessageRow {
         MessageRow::new(
             conversation_id.clone(),
@@ -793,7 +797,7 @@ impl MessageRow {
             "info",
             "[]".to_owned(),
             Some(metadata.to_string()),
-            false,
+            redacted,
         )
     }
 }
@@ -1240,6 +1244,14 @@ impl<'a> Batch<'a> {
         for ((id, _), row) in &mut self.state.sessions {
             if id == conversation_id {
                 *row = None;
+            }
+        }
+        for task in self.state.tasks.values_mut() {
+            if task
+                .as_ref()
+                .is_some_and(|task| task.conversation_id == *conversation_id)
+            {
+                *task = None;
             }
         }
         self.deletions.push(conversation_id.clone());

@@ -5,8 +5,8 @@
 //! the worker's state), `--silent` (the workers not heard from for
 //! `--threshold`, found here), or `--silent-workers` with the original
 //! watchdog's lines `<conversation_id>|<session>|<last_heartbeat>|<seconds>`
-//! (`-` reads them from stdin; a worker on the list that has been heard from
-//! within `--threshold` since is left alone). Each task goes to the healthy
+//! (`-` reads them from stdin). A silent worker heard from within
+//! `--threshold` by the time its task would move keeps it. Each task goes to the healthy
 //! worker of its team with the fewest open tasks; `--dry-run` prints the plan
 //! and changes nothing.
 //!
@@ -174,7 +174,8 @@ async fn reassign(
     args: &Args,
     listed: Vec<ConversationId>,
 ) -> anyhow::Result<Vec<Reassignment>> {
-    let mut from: BTreeSet<ConversationId> = args.from.iter().cloned().collect();
+    let drained: BTreeSet<ConversationId> = args.from.iter().cloned().collect();
+    let mut from: BTreeSet<ConversationId> = BTreeSet::new();
     if args.silent {
         let scan = store
             .scan_workers(args.threshold, args.team.as_deref())
@@ -207,11 +208,28 @@ async fn reassign(
             }
         }
     }
-    let from: Vec<ConversationId> = from.into_iter().collect();
-    store
-        .reassign_tasks(&from, args.threshold, args.dry_run)
-        .await
-        .context("reassigning tasks")
+    // --from moves a worker's tasks whatever its state; the silent ones'
+    // move only while they stay silent.
+    let mut moved = Vec::new();
+    if !drained.is_empty() {
+        let drained: Vec<ConversationId> = drained.into_iter().collect();
+        moved = store
+            .drain_tasks(&drained, args.threshold, args.dry_run)
+            .await
+            .context("reassigning tasks")?;
+    }
+    let silent: Vec<ConversationId> = from
+        .into_iter()
+        .filter(|id| !args.from.contains(id))
+        .collect();
+    if !silent.is_empty() {
+        let reassigned = store
+            .reassign_tasks(&silent, args.threshold, args.dry_run)
+            .await
+            .context("reassigning tasks")?;
+        moved.extend(reassigned);
+    }
+    Ok(moved)
 }
 
 /// The plan or the outcome, a line per task.

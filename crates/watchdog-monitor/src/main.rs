@@ -17,10 +17,11 @@
 //! original `watchdog-monitor.sh`, which printed a list and left the tasks
 //! where they were.
 //!
-//! `--once` does one pass and exits. Otherwise it runs until SIGTERM or
-//! SIGINT, waits for a database that does not exist yet, reopens one that
-//! was replaced, and under systemd (`Type=notify`, `WatchdogSec=`) says when
-//! it is ready and pings the watchdog.
+//! `--once` does one pass and exits (a missing database is an error). Otherwise
+//! it runs until SIGTERM or SIGINT, waits for a database that does not exist
+//! yet, reopens one that was replaced, and under systemd (`Type=notify`,
+//! `WatchdogSec=`) says when it is ready and pings the watchdog; alert
+//! commands run beside the loop.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -93,16 +94,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // First: from here on, a signal is caught rather than fatal.
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let options = args.store.options()?;
+    let mut options = args.store.options()?;
+    if args.once {
+        // One pass, for cron: a missing or locked database is an error now,
+        // not something to wait for.
+        options.create = false;
+        let store = Store::open(options).await?;
+        let mut alerts = Alerts::new();
+        let outcome = pass(&store, &args, &mut alerts).await;
+        while let Some(done) = alerts.join_next().await {
+            log_alert(done);
+        }
+        store.close().await;
+        return outcome;
+    }
 
     let Some(mut store) = open_when_ready(options.clone(), &mut shutdown).await? else {
         return Ok(());
     };
-    if args.once {
-        let outcome = pass(&store, &args).await;
-        store.close().await;
-        return outcome;
-    }
     tracing::info!(
         interval = ?args.interval,
         threshold = ?args.threshold,
@@ -115,6 +124,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut watchdog_ticks = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut scans = tokio::time::interval(args.interval);
     scans.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Alert commands run beside the loop: a slow one delays neither the
+    // watchdog pings nor a stop.
+    let mut alerts = Alerts::new();
     loop {
         tokio::select! {
             signal = &mut shutdown => {
@@ -122,6 +134,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 break;
             }
             _ = watchdog_ticks.tick(), if watchdog.is_some() => systemd::watchdog(),
+            Some(done) = alerts.join_next() => log_alert(done),
             _ = scans.tick() => {
                 if store.replaced() {
                     tracing::warn!(database = %store.path().display(), "the database file was replaced; reopening it");
@@ -132,7 +145,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     store = reopened;
                 }
                 // Locked, or a moment of trouble: try again next time.
-                if let Err(error) = pass(&store, &args).await {
+                if let Err(error) = pass(&store, &args, &mut alerts).await {
                     tracing::warn!("scan failed: {error:#}");
                 }
             }
@@ -142,52 +155,60 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One scan: alert on new silences, log recoveries, move the tasks of the
-/// silent.
-async fn pass(store: &Store, args: &Args) -> anyhow::Result<()> {
+/// One scan: mark new silences and recoveries, move the tasks of the
+/// silent, then start the alert commands in `alerts`. A worker that cannot
+/// be marked (its conversation removed meanwhile, say) is logged and
+/// skipped.
+async fn pass(store: &Store, args: &Args, alerts: &mut Alerts) -> anyhow::Result<()> {
     let scan = store
         .scan_workers(args.threshold, args.team.as_deref())
         .await
         .context("scanning the workers")?;
-    let mut alerts = Vec::new();
+    let mut events = Vec::new();
     for worker in &scan.back {
-        if store.mark_recovered(&worker.conversation_id).await? {
-            tracing::info!(
+        match store.mark_recovered(&worker.conversation_id).await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(
+                    conversation_id = %worker.conversation_id,
+                    role = %worker.role,
+                    team = worker.team.as_deref().unwrap_or(""),
+                    last_heard = %worker.last_heard,
+                    "worker recovered"
+                );
+                events.push(("recovered", worker));
+            }
+            Err(error) => tracing::warn!(
                 conversation_id = %worker.conversation_id,
-                role = %worker.role,
-                team = worker.team.as_deref().unwrap_or(""),
-                last_heard = %worker.last_heard,
-                "worker recovered"
-            );
-            alerts.push(("recovered", worker));
+                %error,
+                "cannot mark the worker recovered"
+            ),
         }
     }
     let mut new_silences = 0;
     for worker in &scan.silent {
-        if store
+        match store
             .mark_silent(&worker.conversation_id, args.threshold)
-            .await?
+            .await
         {
-            new_silences += 1;
-            tracing::warn!(
-                conversation_id = %worker.conversation_id,
-                role = %worker.role,
-                team = worker.team.as_deref().unwrap_or(""),
-                last_heard = %worker.last_heard,
-                silent_seconds = silent_seconds(worker),
-                "worker silent"
-            );
-            alerts.push(("silent", worker));
-        }
-    }
-    if let Some(command) = &args.on_alert {
-        let runs = alerts
-            .iter()
-            .map(|(event, worker)| alert(command, event, worker));
-        for outcome in futures_util::future::join_all(runs).await {
-            if let Err(error) = outcome {
-                tracing::warn!("--on-alert failed: {error:#}");
+            Ok(false) => {}
+            Ok(true) => {
+                new_silences += 1;
+                tracing::warn!(
+                    conversation_id = %worker.conversation_id,
+                    role = %worker.role,
+                    team = worker.team.as_deref().unwrap_or(""),
+                    last_heard = %worker.last_heard,
+                    silent_seconds = silent_seconds(worker),
+                    "worker silent"
+                );
+                events.push(("silent", worker));
             }
+            Err(error) => tracing::warn!(
+                conversation_id = %worker.conversation_id,
+                %error,
+                "cannot mark the worker silent"
+            ),
         }
     }
     let mut moved = 0;
@@ -205,6 +226,11 @@ async fn pass(store: &Store, args: &Args) -> anyhow::Result<()> {
             log_reassignment(reassignment);
         }
         moved = reassigned.iter().filter(|r| r.outcome == "moved").count();
+    }
+    if let Some(command) = &args.on_alert {
+        for (event, worker) in events {
+            alerts.spawn(alert(command.clone(), event, worker.clone()));
+        }
     }
     tracing::info!(
         silent = scan.silent.len(),
@@ -240,17 +266,29 @@ fn log_reassignment(reassignment: &Reassignment) {
     }
 }
 
+/// The alert commands running.
+type Alerts = tokio::task::JoinSet<anyhow::Result<()>>;
+
+/// Logs an alert command that failed.
+fn log_alert(done: Result<anyhow::Result<()>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!("--on-alert failed: {error:#}"),
+        Err(error) => tracing::warn!("--on-alert failed: {error}"),
+    }
+}
+
 /// Runs the alert command for one event, waiting at most [`ALERT_TIMEOUT`].
-async fn alert(command: &str, event: &str, worker: &Worker) -> anyhow::Result<()> {
+async fn alert(command: String, event: &'static str, worker: Worker) -> anyhow::Result<()> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
-        .arg(command)
+        .arg(&command)
         .env("BRIDGE_EVENT", event)
         .env("BRIDGE_CONVERSATION_ID", worker.conversation_id.as_str())
         .env("BRIDGE_ROLE", &worker.role)
         .env("BRIDGE_TEAM", worker.team.as_deref().unwrap_or(""))
         .env("BRIDGE_LAST_HEARD", worker.last_heard.to_string())
-        .env("BRIDGE_SILENT_SECONDS", silent_seconds(worker).to_string())
+        .env("BRIDGE_SILENT_SECONDS", silent_seconds(&worker).to_string())
         .env("BRIDGE_OPEN_TASKS", worker.open_tasks.to_string())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)

@@ -34,7 +34,6 @@ async fn tools_keep_the_original_names_and_bounds_and_fit_in_12_kb() {
         .unwrap()
         .len();
     assert!(size < 12 * 1024, "tools/list is {size} bytes");
-    eprintln!("tools/list is {size} bytes");
 
     let tool = |name: &str| tools.iter().find(|tool| tool.name == name).unwrap();
     for tool in &tools {

@@ -354,8 +354,13 @@ async fn bad_arguments_and_a_missing_database_are_clear_errors() {
         "{stderr}"
     );
 
-    // No database yet: it waits, saying so once, and stops on SIGTERM.
-    let mut daemon = Daemon::start("watchdog-monitor", &db.path, &["--once"], &[]);
+    // No database yet: --once (cron) says so and fails ...
+    let (code, _, stderr) = run("watchdog-monitor", &db.path, &["--once"], &[]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.starts_with("watchdog-monitor: "), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    // ... the service waits, saying so once, and stops on SIGTERM.
+    let mut daemon = Daemon::start("watchdog-monitor", &db.path, &[], &[]);
     assert!(
         daemon.wait_for_stderr("waiting for the database", 10 * SECOND),
         "{}",

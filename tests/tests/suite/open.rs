@@ -223,6 +223,15 @@ async fn a_database_of_the_first_schema_is_upgraded_and_keeps_its_data() {
         .await
         .unwrap();
     assert!(scan.silent.is_empty() && scan.back.is_empty());
+    // The scan's index works on the upgraded rows: quiet for 50 ms, the
+    // worker is found with a threshold of 20 ms.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let scan = store
+        .scan_workers(Duration::from_millis(20), None)
+        .await
+        .unwrap();
+    assert_eq!(scan.silent.len(), 1);
+    assert_eq!(scan.silent[0].conversation_id, conversation.created.id);
     assert!(store.verify_audit().await.unwrap().is_intact());
     store.close().await;
 }

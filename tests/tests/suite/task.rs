@@ -426,6 +426,12 @@ async fn a_silent_workers_tasks_move_to_the_least_loaded_healthy_workers() {
             .unwrap();
         assert_eq!(open.len(), 3, "balanced: three open tasks each");
     }
+    let told = inbox(&store, &silent.b).await;
+    assert_eq!(told.len(), 4, "the silent worker is told to stop");
+    assert!(
+        told.iter()
+            .all(|m| m.metadata.as_ref().unwrap()["event"] == "taken_away")
+    );
     let told = inbox(&store, &silent.a).await;
     assert_eq!(told.len(), 4, "the orchestrator hears of each move");
     assert!(
@@ -696,4 +702,44 @@ async fn concurrent_reassignments_move_each_task_exactly_once() {
     assert_eq!(told, 200, "each new worker is told once per task");
     assert!(setup.verify_audit().await.unwrap().is_intact());
     setup.close().await;
+}
+
+#[tokio::test]
+async fn a_worker_heard_from_again_keeps_its_tasks_unless_drained() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let workers = team(&store, "core", 2).await;
+    let id = store
+        .assign_task(&workers[0].a, task("t"))
+        .await
+        .unwrap()
+        .id;
+    silence(&store, &[]).await;
+    let from = [workers[0].created.id.clone()];
+    // Nobody healthy: marked unassigned.
+    let first = store.reassign_tasks(&from, THRESHOLD, false).await.unwrap();
+    assert_eq!(first[0].outcome, "marked unassigned");
+
+    // The worker comes back and reports: the task has a worker again, and
+    // a reassignment (planned while it was quiet, say) leaves it.
+    store
+        .update_task(&workers[0].b, id, TaskState::InProgress, None)
+        .await
+        .unwrap();
+    let listed = store.list_tasks(&workers[0].a, None).await.unwrap();
+    assert!(!listed[0].unassigned);
+    store.heartbeat(&workers[1].b).await.unwrap();
+    let second = store.reassign_tasks(&from, THRESHOLD, false).await.unwrap();
+    assert_eq!(second[0].outcome, "worker back");
+    assert_eq!(
+        store.list_tasks(&workers[0].b, None).await.unwrap().len(),
+        1
+    );
+
+    // An operator draining the worker moves it anyway.
+    let drained = store.drain_tasks(&from, THRESHOLD, false).await.unwrap();
+    assert_eq!(drained[0].outcome, "moved");
+    assert_eq!(drained[0].to.as_ref(), Some(&workers[1].created.id));
+    assert!(store.verify_audit().await.unwrap().is_intact());
+    store.close().await;
 }
