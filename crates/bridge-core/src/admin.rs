@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::status::Status;
 use crate::store::Store;
-use crate::task::{Task, TaskState};
+use crate::task::{Task, TaskRead};
 use crate::time::Timestamp;
 use crate::writer::{Batch, Lookups, Operation};
 
@@ -205,52 +205,22 @@ impl ConversationRead {
     }
 }
 
-/// Every task, or one team's (?1), oldest first.
+/// Every task, or one team's (?1), oldest first, in the shape of
+/// [`TaskRead`] (whose credentials columns go unused here).
 const TASKS_SQL: &str = "
-SELECT id, team, conversation_id, title, body, state, attempts, unassigned, note, created_at,
-       updated_at
+SELECT 0 AS expires_at, x'' AS digest, NULL AS last_seen,
+       id, team, conversation_id, title, body, state, attempts, unassigned, note, redacted,
+       created_at, updated_at
 FROM task WHERE ?1 IS NULL OR team = ?1
 ORDER BY id";
 
-/// One conversation's tasks (?1).
+/// One conversation's tasks (?1), likewise.
 const CONVERSATION_TASKS_SQL: &str = "
-SELECT id, team, conversation_id, title, body, state, attempts, unassigned, note, created_at,
-       updated_at
+SELECT 0 AS expires_at, x'' AS digest, NULL AS last_seen,
+       id, team, conversation_id, title, body, state, attempts, unassigned, note, redacted,
+       created_at, updated_at
 FROM task WHERE conversation_id = ?1
 ORDER BY id";
-
-#[derive(sqlx::FromRow)]
-struct TaskListRead {
-    id: i64,
-    team: Option<String>,
-    conversation_id: String,
-    title: String,
-    body: String,
-    state: String,
-    attempts: i64,
-    unassigned: bool,
-    note: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl TaskListRead {
-    fn task(self) -> Result<Task> {
-        Ok(Task {
-            id: self.id,
-            team: self.team,
-            conversation_id: self.conversation_id.parse()?,
-            title: self.title,
-            body: self.body,
-            state: self.state.parse::<TaskState>()?,
-            attempts: self.attempts,
-            unassigned: self.unassigned,
-            note: self.note,
-            created_at: Timestamp::from_millis(self.created_at),
-            updated_at: Timestamp::from_millis(self.updated_at),
-        })
-    }
-}
 
 /// The latest ?2 audit rows, of one conversation (?1) or all, oldest first.
 const AUDIT_SQL: &str = "
@@ -315,15 +285,9 @@ impl Store {
                 message,
             })
             .collect();
-        let rows: Vec<TaskListRead> = sqlx::query_as(CONVERSATION_TASKS_SQL)
-            .bind(id.as_str())
-            .fetch_all(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
-        let tasks = rows
-            .into_iter()
-            .map(TaskListRead::task)
-            .collect::<Result<_>>()?;
+        let tasks = self
+            .read_tasks(CONVERSATION_TASKS_SQL, Some(id.as_str()))
+            .await?;
         Ok(ConversationDetail {
             info,
             recent_messages,
@@ -333,12 +297,19 @@ impl Store {
 
     /// Every task, or one team's, oldest first.
     pub async fn all_tasks(&self, team: Option<&str>) -> Result<Vec<Task>> {
-        let rows: Vec<TaskListRead> = sqlx::query_as(TASKS_SQL)
-            .bind(team)
+        self.read_tasks(TASKS_SQL, team).await
+    }
+
+    /// The tasks `sql` selects with `key` bound as ?1.
+    async fn read_tasks(&self, sql: &'static str, key: Option<&str>) -> Result<Vec<Task>> {
+        let rows: Vec<TaskRead> = sqlx::query_as(sql)
+            .bind(key)
             .fetch_all(self.readers())
             .await
             .map_err(|error| self.shared().sqlx_error(error))?;
-        rows.into_iter().map(TaskListRead::task).collect()
+        rows.iter()
+            .filter_map(|row| row.task(self.path()).transpose())
+            .collect()
     }
 
     /// The latest `limit` rows of the audit trail, of one conversation or

@@ -527,7 +527,7 @@ ORDER BY id";
 /// A task row of a read, with the caller's credentials columns (unused by
 /// the operator's reads).
 #[derive(sqlx::FromRow)]
-struct TaskRead {
+pub(crate) struct TaskRead {
     expires_at: i64,
     digest: Vec<u8>,
     last_seen: Option<i64>,
@@ -573,7 +573,7 @@ impl TaskRead {
         )))
     }
 
-    fn task(&self, path: &Path) -> Result<Option<Task>> {
+    pub(crate) fn task(&self, path: &Path) -> Result<Option<Task>> {
         Ok(self.task_row(path)?.map(|row| Task::from(&row)))
     }
 }
