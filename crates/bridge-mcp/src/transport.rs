@@ -6,12 +6,18 @@
 //! address; and a request that carries an `Origin` (a browser's) must come
 //! from a loopback origin. rmcp checks both once configured (its origin list
 //! is empty, i.e. unchecked, by default).
+//!
+//! Under systemd (`Type=notify`, `WatchdogSec=`), the HTTP server says
+//! `READY=1` once its socket listens, pings the watchdog while it serves, and
+//! says `STOPPING=1` when it begins to shut down (`bridge_cli::daemon::systemd`;
+//! nothing is sent when `NOTIFY_SOCKET` is unset).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use bridge_cli::daemon::systemd;
 use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -61,7 +67,8 @@ pub async fn serve_stdio(
 }
 
 /// Serves Streamable HTTP at `http://ADDR/mcp` until `shutdown` resolves.
-/// Refuses an address other than loopback unless `allow_remote`.
+/// Refuses an address other than loopback unless `allow_remote`. Tells
+/// systemd when it is ready and when it stops, and pings its watchdog.
 pub async fn serve_http(
     bridge: Bridge,
     addr: SocketAddr,
@@ -95,13 +102,33 @@ pub async fn serve_http(
     );
     let app = axum::Router::new().route_service(HTTP_PATH, service);
     tracing::info!("listening on http://{bound}{HTTP_PATH}");
-    axum::serve(listener, app)
+    // The socket listens from `bind` on: a client that connects now waits in
+    // the backlog until the server accepts it, so the service is ready.
+    systemd::ready();
+    let pings = systemd::watchdog_interval().map(|every| tokio::spawn(ping_watchdog(every)));
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
+            systemd::stopping();
             cancel.cancel();
         })
         .await
-        .context("serving HTTP")
+        .context("serving HTTP");
+    if let Some(pings) = pings {
+        pings.abort();
+    }
+    served
+}
+
+/// Pings systemd's watchdog every `every` until aborted. It runs on the same
+/// runtime as the requests, so a runtime that stops scheduling stops the
+/// pings and systemd restarts the server.
+async fn ping_watchdog(every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        systemd::watchdog();
+    }
 }
 
 /// The `Host` values that name a loopback listener: its address, and
