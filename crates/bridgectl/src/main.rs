@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bridge_cli::agent::SessionArg;
 use bridge_cli::{LogArgs, StoreArgs, exit, parse_duration};
-use bridge_core::{ConversationId, NewConversation, SessionId, Store, Token};
+use bridge_core::{ConversationId, NewConversation, SessionId, Store, TTL_RANGE, Token};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
@@ -58,7 +58,7 @@ enum Command {
         #[arg(long)]
         team: Option<String>,
         /// Time to live
-        #[arg(long, default_value = "3h", value_parser = parse_duration)]
+        #[arg(long, default_value = "3h", value_parser = ttl)]
         ttl: Duration,
         /// Write the tokens to <DIR>/<id>.a.token and <id>.b.token (mode
         /// 0600) instead of printing them
@@ -132,6 +132,17 @@ enum AuditCommand {
 fn conversation_id(text: &str) -> Result<ConversationId, String> {
     text.parse()
         .map_err(|error: bridge_core::Error| error.to_string())
+}
+
+/// A time to live the store accepts: one out of range is a usage error
+/// (exit 2) found before the database is opened, or created.
+fn ttl(text: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(text)?;
+    if TTL_RANGE.contains(&ttl) {
+        Ok(ttl)
+    } else {
+        Err("must be between 1 second and 365 days".to_owned())
+    }
 }
 
 fn main() -> ExitCode {
