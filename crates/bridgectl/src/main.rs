@@ -181,6 +181,7 @@ async fn command(store: &Store, command: Command, json: bool) -> anyhow::Result<
             ttl,
             out_dir,
         } => {
+            prepare_out_dir(out_dir.as_deref())?;
             let mut new = NewConversation::new(my_role, partner_role);
             new.team = team;
             new.ttl = Some(ttl);
@@ -210,6 +211,7 @@ async fn command(store: &Store, command: Command, json: bool) -> anyhow::Result<
                 Some(session) => vec![session.into()],
                 None => vec![SessionId::A, SessionId::B],
             };
+            prepare_out_dir(out_dir.as_deref())?;
             let tokens = store.rotate_tokens(&id, &sessions).await?;
             let handed = hand_out(&id, &tokens, out_dir.as_deref())?;
             let report = show::Rotated { id, tokens: handed };
@@ -266,8 +268,31 @@ pub struct Handed {
     file: Option<PathBuf>,
 }
 
+/// Creates the directory for token files (mode 0700) if need be, and checks
+/// that files can be created in it. Called before the tokens are made:
+/// after, a rotation's old tokens would be gone and the new ones lost, and a
+/// new conversation would have tokens nobody has.
+fn prepare_out_dir(dir: Option<&Path>) -> anyhow::Result<()> {
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let probe = dir.join(format!(".bridgectl.{}.probe", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .with_context(|| format!("cannot write token files in {}", dir.display()))
+}
+
 /// Hands out new tokens: into `<dir>/<id>.<session>.token` files of mode
-/// 0600 (the directory created 0700 if need be), or back for printing.
+/// 0600 (in a directory [`prepare_out_dir`] made), or back for printing.
 fn hand_out(
     id: &ConversationId,
     tokens: &[(SessionId, Token)],
@@ -283,11 +308,6 @@ fn hand_out(
             })
             .collect());
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
     tokens
         .iter()
         .map(|(session, token)| {
