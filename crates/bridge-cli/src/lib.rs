@@ -96,7 +96,7 @@ pub struct LogArgs {
     #[arg(long, env = "BRIDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// More detail: -v for debug, -vv for everything (RUST_LOG overrides)
+    /// More detail, -v, -vv, -vvv: up to everything (RUST_LOG overrides)
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
@@ -116,8 +116,10 @@ const OUR_CRATES: &[&str] = &[
 ];
 
 impl LogArgs {
-    /// The filter these flags ask for, unless `RUST_LOG` says otherwise.
-    pub fn filter(&self) -> String {
+    /// The filter these flags ask for, unless `RUST_LOG` says otherwise: a
+    /// daemon's own events at info (its log is its output); a `quiet`
+    /// command's at warn (its output is its answer), `-v` for info.
+    pub fn filter(&self, quiet: bool) -> String {
         let ours = |level: &str| {
             OUR_CRATES
                 .iter()
@@ -125,17 +127,28 @@ impl LogArgs {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        match self.verbose {
-            0 => format!("warn,{}", ours("info")),
-            1 => format!("info,{}", ours("debug")),
+        match self.verbose.saturating_add(u8::from(!quiet)) {
+            0 => "warn".to_owned(),
+            1 => format!("warn,{}", ours("info")),
+            2 => format!("info,{}", ours("debug")),
             _ => "trace".to_owned(),
         }
     }
 
     /// Sends log lines to stderr. Call once, first thing in `main`.
     pub fn init(&self) {
+        self.init_with(false);
+    }
+
+    /// Like [`init`](Self::init), for a command that is not a daemon: only
+    /// warnings unless `-v`.
+    pub fn init_quiet(&self) {
+        self.init_with(true);
+    }
+
+    fn init_with(&self, quiet: bool) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(self.filter()));
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(self.filter(quiet)));
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_ansi(std::io::stderr().is_terminal())
@@ -211,8 +224,11 @@ mod tests {
             log_format: LogFormat::Text,
             verbose,
         };
-        assert!(args(0).filter().starts_with("warn,bridge_core=info"));
-        assert!(args(1).filter().starts_with("info,bridge_core=debug"));
-        assert_eq!(args(2).filter(), "trace");
+        assert!(args(0).filter(false).starts_with("warn,bridge_core=info"));
+        assert!(args(1).filter(false).starts_with("info,bridge_core=debug"));
+        assert_eq!(args(2).filter(false), "trace");
+        assert_eq!(args(0).filter(true), "warn");
+        assert!(args(1).filter(true).starts_with("warn,bridge_core=info"));
+        assert_eq!(args(3).filter(true), "trace");
     }
 }

@@ -10,6 +10,7 @@
 //! `main.rs` holds the command line and runs the commands; `show.rs` turns
 //! their results into text.
 
+mod demo;
 mod show;
 
 use std::io::Write;
@@ -120,6 +121,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Show the system at work: an orchestrator and three workers on a
+    /// temporary database, one of them going silent and its tasks moving
+    Demo,
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,11 +151,14 @@ fn ttl(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    args.log.init();
+    args.log.init_quiet();
     exit::block_on("bridgectl", run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Command::Demo = args.command {
+        return demo::run(args.json).await;
+    }
     let mut options = args.store.options()?;
     // Only `create` makes a database; the others look at one that exists.
     options.create = matches!(args.command, Command::Create { .. });
@@ -253,6 +260,7 @@ async fn command(store: &Store, command: Command, json: bool) -> anyhow::Result<
             let report = show::Cleaned { dry_run, removed };
             print(json, &report, || report.text())
         }
+        Command::Demo => demo::run(json).await,
     }
 }
 

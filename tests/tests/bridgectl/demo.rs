@@ -1,0 +1,149 @@
+//! `bridgectl demo`: the whole system, run as a newcomer runs it.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+
+use bridge_testkit::process::running;
+use bridge_tests::TempDb;
+use bridge_tests::bin;
+use bridge_tests::daemon::run;
+use serde_json::Value;
+
+/// The process ids a transcript names, as in `(pid 1234)`.
+fn pids(transcript: &str) -> BTreeSet<u32> {
+    transcript
+        .split("(pid ")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn the_demo_flags_the_silent_worker_moves_its_tasks_and_stops_everything() {
+    // BRIDGE_DB is set (by `run`) and must be ignored: the demo works on a
+    // temporary database of its own.
+    let db = TempDb::new();
+    let (code, stdout, stderr) = run("bridgectl", &db.path, &["demo"], &[]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(!db.path.exists(), "the demo touched BRIDGE_DB");
+    // Quiet by default: nothing on stderr when all goes well.
+    assert_eq!(stderr, "");
+
+    let lines: Vec<&str> = stdout.lines().collect();
+    let said = |who: &str, text: &str| {
+        lines
+            .iter()
+            .filter(|line| line.contains(&format!(" {who:<12} ")) && line.contains(text))
+            .count()
+    };
+    // Every line of the transcript carries the time since the start.
+    for line in &lines {
+        assert!(
+            line.starts_with('[') || line.starts_with("            "),
+            "{line}"
+        );
+    }
+    assert_eq!(said("orchestrator", "created conversation"), 3, "{stdout}");
+    assert_eq!(said("orchestrator", "assigned task #"), 6, "{stdout}");
+    for worker in ["worker 1", "worker 2", "worker 3"] {
+        assert_eq!(said(worker, "keepalive-daemon started"), 1, "{stdout}");
+        assert_eq!(said(worker, "fs-watcher started"), 1, "{stdout}");
+        assert_eq!(said(worker, "in progress; told the orchestrator"), 1);
+    }
+    assert_eq!(said("worker 3", "goes silent"), 1, "{stdout}");
+    assert_eq!(said("watchdog", "flagged worker 3 silent"), 1, "{stdout}");
+    // Worker 3 held two tasks; one goes to each of the others, who see it
+    // arrive through their fs-watcher; the orchestrator is told of both.
+    assert_eq!(said("watchdog", "to worker 1,"), 1, "{stdout}");
+    assert_eq!(said("watchdog", "to worker 2,"), 1, "{stdout}");
+    assert_eq!(said("watchdog", "worker 3,"), 0, "{stdout}");
+    for worker in ["worker 1", "worker 2"] {
+        assert_eq!(
+            said(worker, "fs-watcher printed message"),
+            1,
+            "{worker}: {stdout}"
+        );
+        assert_eq!(
+            said("orchestrator", &format!("{worker} now holds tasks")),
+            1
+        );
+    }
+    assert_eq!(said("orchestrator", "told: Task #"), 2, "{stdout}");
+    assert_eq!(said("demo", "stopped the 8 processes"), 1, "{stdout}");
+    assert_eq!(said("audit", "audit rows verifies"), 1, "{stdout}");
+    // The final tables: three workers, six tasks, two of them moved.
+    assert!(stdout.contains("$ bridgectl status"), "{stdout}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|line| line.trim_start().starts_with('#') && line.contains(" demo "))
+            .count(),
+        6,
+        "{stdout}"
+    );
+
+    // Every process it started (4 bridge-mcp, 3 keepalive-daemon, 3
+    // fs-watcher, 1 watchdog-monitor) is gone, and so is its directory.
+    let started = pids(&stdout);
+    assert_eq!(started.len(), 11, "{stdout}");
+    for pid in started {
+        assert!(!running(pid), "process {pid} still runs");
+    }
+    let directory = lines[0]
+        .rsplit_once(", ")
+        .map(|(_, database)| std::path::Path::new(database.trim()).parent().unwrap())
+        .expect("the first line names the database");
+    assert!(!directory.exists(), "{} is left", directory.display());
+}
+
+#[test]
+fn with_json_each_line_of_the_transcript_is_an_object() {
+    let db = TempDb::new();
+    let (code, stdout, stderr) = run("bridgectl", &db.path, &["--json", "demo"], &[]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let mut last = 0.0;
+    for event in &events {
+        let seconds = event["seconds"].as_f64().expect("seconds");
+        assert!(seconds >= last, "{events:?}");
+        last = seconds;
+        assert!(event["who"].is_string() && event["text"].is_string());
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e["who"] == "watchdog" && e["text"].as_str().unwrap().contains("flagged")),
+        "{stdout}"
+    );
+    let status = events
+        .iter()
+        .find(|e| e["who"] == "bridgectl status")
+        .expect("the status table");
+    assert_eq!(status["text"].as_str().unwrap().lines().count(), 4);
+}
+
+#[test]
+fn without_the_other_binaries_beside_it_the_demo_says_how_to_build_them() {
+    let alone = tempfile::tempdir().unwrap();
+    let copy = alone.path().join("bridgectl");
+    std::fs::copy(bin::path("bridgectl"), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = std::process::Command::new(&copy)
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "bridgectl: the demo needs bridge-mcp, keepalive-daemon, fs-watcher, watchdog-monitor \
+             beside bridgectl in {}; build them all with `cargo build --release --workspace --bins`\n",
+            alone.path().display()
+        )
+    );
+}
