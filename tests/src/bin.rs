@@ -2,11 +2,9 @@
 //!
 //! `cargo test --workspace` builds every binary, but a test run of this crate
 //! alone (or after editing a binary) might find one missing or stale; so the
-//! first test that asks runs `cargo test --workspace --no-run` once, with the
-//! same profile and target directory as this test binary. That resolves
-//! features as the outer `cargo test` did (`cargo build` would not, and
-//! would build everything a second time), so it is a no-op when everything
-//! is up to date.
+//! first test that asks runs `cargo build --workspace --bins` once, with the
+//! same profile and target directory as this test binary: a no-op when
+//! everything is up to date.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

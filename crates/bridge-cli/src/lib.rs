@@ -33,15 +33,16 @@ use anyhow::Context;
 use bridge_core::{StoreOptions, config};
 use clap::{Args, ValueEnum};
 
-/// Where the store is: `--db` and `--key-file`.
+/// Where the store is: `--db` and `--key-file` (before or after a
+/// subcommand, in a binary that has them).
 #[derive(Args, Clone, Debug)]
 pub struct StoreArgs {
     /// The database file [default: $XDG_STATE_HOME/mcp-bridge/bridge.db]
-    #[arg(long, env = config::DB_ENV, value_name = "PATH")]
+    #[arg(long, global = true, env = config::DB_ENV, value_name = "PATH")]
     pub db: Option<PathBuf>,
 
     /// The server key file [default: <database>.key]
-    #[arg(long, env = "BRIDGE_KEY_FILE", value_name = "PATH")]
+    #[arg(long, global = true, env = "BRIDGE_KEY_FILE", value_name = "PATH")]
     pub key_file: Option<PathBuf>,
 }
 
@@ -93,11 +94,11 @@ pub enum LogFormat {
 #[derive(Args, Clone, Debug)]
 pub struct LogArgs {
     /// The format of log lines (on stderr)
-    #[arg(long, env = "BRIDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, env = "BRIDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// More detail, -v, -vv, -vvv: up to everything (RUST_LOG overrides)
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
 

@@ -131,10 +131,16 @@ pub struct Rotated {
 
 impl Rotated {
     pub fn text(&self) -> String {
-        let mut text = format!(
-            "conversation {}: new tokens; the old ones no longer work\n",
-            self.id
-        );
+        let mut text = match self.tokens.as_slice() {
+            [one] => format!(
+                "conversation {}: a new token for session {}; the old one no longer works\n",
+                self.id, one.session
+            ),
+            _ => format!(
+                "conversation {}: new tokens; the old ones no longer work\n",
+                self.id
+            ),
+        };
         text.push_str(&tokens_text(&self.id, &self.tokens));
         text
     }
@@ -327,25 +333,20 @@ fn task_table(tasks: &[Task]) -> String {
         .map(|t| {
             vec![
                 format!("#{}", t.id),
-                t.state.to_string(),
+                if t.unassigned {
+                    format!("{} (unassigned)", t.state)
+                } else {
+                    t.state.to_string()
+                },
                 t.conversation_id.to_string(),
                 t.team.clone().unwrap_or_default(),
                 t.attempts.to_string(),
-                if t.unassigned { "unassigned" } else { "" }.to_owned(),
                 t.title.clone(),
             ]
         })
         .collect();
     table(
-        &[
-            "TASK",
-            "STATE",
-            "CONVERSATION",
-            "TEAM",
-            "ATTEMPTS",
-            "",
-            "TITLE",
-        ],
+        &["TASK", "STATE", "CONVERSATION", "TEAM", "ATTEMPTS", "TITLE"],
         &rows,
     )
 }

@@ -6,6 +6,25 @@ use bridge_tests::TempDb;
 use crate::{assert_authenticates, assert_refused, ctl, ctl_env, hex_words, make};
 
 #[test]
+fn the_store_and_log_flags_go_before_or_after_the_subcommand() {
+    let db = TempDb::new();
+    let other = TempDb::new();
+    make(&other.path, "orchestrator", "worker", &[]);
+    let other_db = other.path.to_str().unwrap();
+    // `ctl` sets BRIDGE_DB to `db`, which does not exist: --db wins.
+    let orders: [&[&str]; 3] = [
+        &["--db", other_db, "list", "--json"],
+        &["list", "--db", other_db, "--json"],
+        &["list", "--json", "-v", "--db", other_db],
+    ];
+    for args in orders {
+        let listed = ctl(&db.path, args).json();
+        assert_eq!(listed.as_array().unwrap().len(), 1, "{args:?}");
+    }
+    assert!(!db.path.exists());
+}
+
+#[test]
 fn every_command_but_create_refuses_a_missing_database_and_creates_nothing() {
     let db = TempDb::new();
     let id = "conv_0123456789abcdef";
@@ -147,7 +166,7 @@ async fn no_token_in_stderr_logs_or_the_database() {
         .unwrap()
         .trim_end_matches(':')
         .to_owned();
-    // The logging flags come before the subcommand (they are not global).
+    // The logging flags may come before the subcommand as well as after.
     let json = ctl(&[
         "--log-format",
         "json",

@@ -10,6 +10,7 @@
 mod audit;
 mod cleanup;
 mod create;
+mod demo;
 mod errors;
 mod rotate;
 mod views;

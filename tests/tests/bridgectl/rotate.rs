@@ -25,7 +25,7 @@ async fn rotating_one_session_replaces_only_its_token() {
     assert_eq!(
         lines[0],
         format!(
-            "conversation {}: new tokens; the old ones no longer work",
+            "conversation {}: a new token for session b; the old one no longer works",
             made.id
         )
     );
@@ -113,7 +113,7 @@ async fn rotating_into_an_out_dir_writes_files_of_mode_0600() {
     assert_eq!(
         stdout,
         format!(
-            "conversation {}: new tokens; the old ones no longer work\ntoken b: written to {}\n",
+            "conversation {}: a new token for session b; the old one no longer works\ntoken b: written to {}\n",
             made.id,
             file_b.display()
         )

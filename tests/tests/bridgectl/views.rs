@@ -18,8 +18,8 @@ fn task(title: &str) -> NewTask {
     }
 }
 
-/// One line of a task table: `#id`, state, conversation, team, attempts,
-/// the unassigned mark, title.
+/// One line of a task table: `#id`, state (with the unassigned mark),
+/// conversation, team, attempts, title.
 fn task_line(
     id: i64,
     state: &str,
@@ -29,18 +29,17 @@ fn task_line(
     state_width: usize,
 ) -> String {
     format!(
-        "{:<4}  {state:<state_width$}  {}  {team:<4}  {:<8}  {:<0}  {title}\n",
+        "{:<4}  {state:<state_width$}  {}  {team:<4}  {:<8}  {title}\n",
         format!("#{id}"),
         made.id,
         1,
-        "",
     )
 }
 
 /// The header of a task table whose widest state is `state_width` wide.
 fn task_header(state_width: usize) -> String {
     format!(
-        "TASK  {:<state_width$}  CONVERSATION           TEAM  ATTEMPTS    TITLE\n",
+        "TASK  {:<state_width$}  CONVERSATION           TEAM  ATTEMPTS  TITLE\n",
         "STATE"
     )
 }
