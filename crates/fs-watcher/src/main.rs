@@ -127,14 +127,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         loop {
             let messages = store.peek_after(&credentials, last, BATCH).await?;
             for message in &messages {
-                if !report(&args, &credentials, message).await? {
+                if !report(&args, message) {
                     tracing::info!("stdout is closed; stopping");
                     store.close().await;
                     return Ok(());
                 }
                 last = message.id;
+                if let Some(command) = &args.exec {
+                    // Recorded before the command runs: a restart (after a
+                    // command that hung until systemd's watchdog struck)
+                    // does not run it again for the same message.
+                    write_state(args.state_file.as_deref(), last)?;
+                    run_command(command, &credentials, message).await;
+                }
             }
-            if !messages.is_empty() {
+            if !messages.is_empty() && args.exec.is_none() {
                 write_state(args.state_file.as_deref(), last)?;
             }
             if messages.len() < BATCH as usize {
@@ -173,9 +180,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the line for `message` and runs `--exec`. Returns `false` if stdout
-/// is gone (nobody is listening any more).
-async fn report(args: &Args, credentials: &Credentials, message: &Message) -> anyhow::Result<bool> {
+/// Prints the line for `message`. Returns `false` if stdout is gone (nobody
+/// is listening any more).
+fn report(args: &Args, message: &Message) -> bool {
     let line = match args.format {
         Format::Json => serde_json::json!({
             "id": message.id,
@@ -197,14 +204,7 @@ async fn report(args: &Args, credentials: &Credentials, message: &Message) -> an
         ),
     };
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-        return Ok(false);
-    }
-    drop(out);
-    if let Some(command) = &args.exec {
-        run_command(command, credentials, message).await;
-    }
-    Ok(true)
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }
 
 /// Runs `sh -c command` with the message on stdin; a failure is logged.

@@ -292,3 +292,73 @@ async fn a_signal_during_the_first_batch_ends_it_cleanly() {
     );
     store.close().await;
 }
+
+/// With `--exec` and `--state-file`, a message is recorded as handled
+/// before its command runs: a watcher killed during a command (by systemd's
+/// watchdog, say) does not run it again for that message when it restarts.
+#[tokio::test]
+async fn with_exec_the_state_is_recorded_before_the_command_runs() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let id = conversation.created.id.to_string();
+    let token = conversation.b.token.reveal();
+    let first = store
+        .send(&conversation.a, NewMessage::new("first"))
+        .await
+        .unwrap();
+    let state = db.dir.path().join("watcher.state");
+    let state_arg = state.to_str().unwrap();
+    let seen = db.dir.path().join("seen");
+    let pid = db.dir.path().join("command.pid");
+    // The command records what the state file says while it runs, then
+    // hangs until the test kills it.
+    let command = format!(
+        "cat {state_arg} > {seen}; echo $$ > {pid}; exec sleep 60",
+        seen = seen.display(),
+        pid = pid.display()
+    );
+    let mut watcher = Daemon::start(
+        "fs-watcher",
+        &db.path,
+        &[&id, "--exec", &command, "--state-file", state_arg],
+        &[("BRIDGE_TOKEN", &token)],
+    );
+    assert_eq!(next(&watcher)["id"], first.id);
+    let deadline = std::time::Instant::now() + 10 * SECOND;
+    while !std::fs::read_to_string(&pid).is_ok_and(|text| text.ends_with('\n')) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap().trim(),
+        first.id.to_string()
+    );
+    let (status, _) = watcher.signal("KILL", 5 * SECOND).expect("killed");
+    assert_eq!(status.code(), None);
+    let command_pid: u32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    bridge_testkit::process::kill(command_pid);
+
+    // Restarted, it goes on after the message whose command was running.
+    let second = store
+        .send(&conversation.a, NewMessage::new("second"))
+        .await
+        .unwrap();
+    let mut watcher = Daemon::start(
+        "fs-watcher",
+        &db.path,
+        &[&id, "--state-file", state_arg],
+        &[("BRIDGE_TOKEN", &token)],
+    );
+    assert_eq!(next(&watcher)["id"], second.id);
+    let (status, _) = watcher.signal("TERM", 5 * SECOND).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    store.close().await;
+}
