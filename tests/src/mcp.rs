@@ -41,6 +41,26 @@ impl Agent {
     /// Starts `bridge-mcp` on `database` (rate limit off, extra environment
     /// `env`) and connects to it over stdio.
     pub async fn stdio(database: &Path, env: &[(&str, &str)]) -> Agent {
+        Agent::stdio_with_stderr(database, env, Stdio::null())
+            .await
+            .0
+    }
+
+    /// Like [`Agent::stdio`], with the server's stderr (its log) readable:
+    /// read it to the end after [`Agent::stop`].
+    pub async fn stdio_logged(
+        database: &Path,
+        env: &[(&str, &str)],
+    ) -> (Agent, tokio::process::ChildStderr) {
+        let (agent, stderr) = Agent::stdio_with_stderr(database, env, Stdio::piped()).await;
+        (agent, stderr.expect("a piped stderr"))
+    }
+
+    async fn stdio_with_stderr(
+        database: &Path,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> (Agent, Option<tokio::process::ChildStderr>) {
         let command = tokio::process::Command::new(bin::path("bridge-mcp")).configure(|command| {
             command
                 .env("BRIDGE_DB", database)
@@ -50,8 +70,8 @@ impl Agent {
                 command.env(key, value);
             }
         });
-        let (transport, _stderr) = TokioChildProcess::builder(command)
-            .stderr(Stdio::null())
+        let (transport, stderr) = TokioChildProcess::builder(command)
+            .stderr(stderr)
             .spawn()
             .expect("start bridge-mcp");
         let server = transport.id();
@@ -59,10 +79,11 @@ impl Agent {
             .serve(transport)
             .await
             .expect("MCP handshake over stdio");
-        Agent {
+        let agent = Agent {
             client: Some(client),
             server,
-        }
+        };
+        (agent, stderr)
     }
 
     /// Connects to a `bridge-mcp --http` at `url`, sending `headers` with

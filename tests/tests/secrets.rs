@@ -119,3 +119,56 @@ async fn tokens_are_never_stored_or_logged() {
     assert!(text.contains("Token(<hidden>)"));
     assert_absent("the logs", &logs, &tokens);
 }
+
+/// `bridge-mcp` at the most verbose level the environment can ask for logs
+/// no token: not the tokens `create_conversation` answers with, nor the ones
+/// agents send with every call (`rmcp` would log both, in its requests and
+/// responses at debug level).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_mcp_at_trace_level_logs_no_token() {
+    use bridge_tests::mcp::{Agent, caller};
+    use serde_json::json;
+    use tokio::io::AsyncReadExt;
+
+    let db = TempDb::new();
+    let (agent, mut stderr) = Agent::stdio_logged(&db.path, &[("RUST_LOG", "trace")]).await;
+    let created = agent
+        .ok(
+            "create_conversation",
+            json!({"my_role": "orchestrator", "partner_role": "worker"}),
+        )
+        .await;
+    let id = created["conversation_id"].as_str().unwrap().to_owned();
+    let token_a: Token = created["session_a_token"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token_b: Token = created["session_b_token"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    agent
+        .ok(
+            "send_to_partner",
+            caller(&id, "a", &token_a.reveal(), json!({"message": "hello"})),
+        )
+        .await;
+    agent
+        .ok(
+            "check_messages",
+            caller(&id, "b", &token_b.reveal(), json!({})),
+        )
+        .await;
+    agent.stop().await;
+    let mut logs = Vec::new();
+    stderr.read_to_end(&mut logs).await.unwrap();
+
+    let text = String::from_utf8_lossy(&logs);
+    // The level is really trace: our crates' and sqlx's detail is there.
+    assert!(text.contains("TRACE") || text.contains("DEBUG"), "{text}");
+    assert!(text.to_lowercase().contains("insert into"), "{text}");
+    assert!(text.contains(&id), "{text}");
+    assert_absent("bridge-mcp's log", &logs, &[&token_a, &token_b]);
+}

@@ -148,18 +148,30 @@ impl LogArgs {
     }
 
     fn init_with(&self, quiet: bool) {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(self.filter(quiet)));
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
+        let layer = tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr);
+        let registry = tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::filter::filter_fn(not_protocol_detail));
         // A second initialisation (tests) keeps the first.
         let _ = match self.log_format {
-            LogFormat::Text => builder.with_target(false).try_init(),
-            LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            LogFormat::Text => registry.with(layer.with_target(false)).try_init(),
+            LogFormat::Json => registry.with(layer.json().flatten_event(true)).try_init(),
         };
     }
+}
+
+/// Whether an event may be logged whatever the filter says: `rmcp` logs
+/// every request and response at debug level with its arguments, tokens
+/// included, so nothing of it below info is ever written, even with `-vv` or
+/// `RUST_LOG=trace`.
+fn not_protocol_detail(metadata: &tracing::Metadata<'_>) -> bool {
+    !(metadata.target().starts_with("rmcp") && *metadata.level() > tracing::Level::INFO)
 }
 
 /// A future that resolves on SIGINT or SIGTERM and says which came.
