@@ -164,7 +164,7 @@ fn it_installs_the_binaries_units_and_env_files_into_the_prefix() {
         assert_names_only_the_prefix(root, &text, unit);
         assert!(text.contains("\nType=notify\n"), "{unit}");
         assert!(
-            text.contains("\nRestartPreventExitStatus=77 78\n"),
+            text.contains("\nRestartPreventExitStatus=2 77 78\n"),
             "{unit}"
         );
         assert!(text.contains("\nUser=mcp-bridge\n"), "{unit}");

@@ -13,7 +13,9 @@
 //! if that matters to you.)
 //!
 //! The actions written: `conversation_created`, `message_sent`,
-//! `messages_read`, `status_changed`, `auth_failed`, `conversation_expired`.
+//! `messages_read`, `status_changed`, `auth_failed`, `conversation_expired`,
+//! `tokens_rotated`, `task_assigned`, `task_updated`, `task_reassigned`,
+//! `task_unassigned`, `worker_silent`, `worker_recovered`.
 
 use futures_util::TryStreamExt;
 use serde::Serialize;

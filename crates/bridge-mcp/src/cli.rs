@@ -10,7 +10,7 @@ use bridge_core::Store;
 use clap::Parser;
 
 use crate::server::Bridge;
-use crate::transport::{serve_http, serve_stdio};
+use crate::transport::{check_listen_address, serve_http, serve_stdio};
 
 /// The MCP server of mcp-bridge: agents create conversations, exchange
 /// messages, publish status, and wait for each other, through one database.
@@ -78,7 +78,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut options = store_args.options()?;
     args.limit.apply(&mut options);
-    if args.http.is_some() {
+    if let Some(addr) = args.http {
+        // Before the database is opened, or created.
+        check_listen_address(addr, args.allow_remote)?;
         // Many agents read at once.
         options.readers = 8;
     }

@@ -66,6 +66,18 @@ pub async fn serve_stdio(
     Ok(())
 }
 
+/// Refuses an address other than loopback unless `allow_remote`: agents on
+/// other machines could reach the bridge.
+pub(crate) fn check_listen_address(addr: SocketAddr, allow_remote: bool) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() && !allow_remote {
+        bail!(
+            "refusing to listen on {addr}: it is not a loopback address, and agents on other machines \
+             could reach the bridge (pass --allow-remote if that is what you want)"
+        );
+    }
+    Ok(())
+}
+
 /// Serves Streamable HTTP at `http://ADDR/mcp` until `shutdown` resolves.
 /// Refuses an address other than loopback unless `allow_remote`. Tells
 /// systemd when it is ready and when it stops, and pings its watchdog.
@@ -75,12 +87,7 @@ pub async fn serve_http(
     allow_remote: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if !addr.ip().is_loopback() && !allow_remote {
-        bail!(
-            "refusing to listen on {addr}: it is not a loopback address, and agents on other machines \
-             could reach the bridge (pass --allow-remote if that is what you want)"
-        );
-    }
+    check_listen_address(addr, allow_remote)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

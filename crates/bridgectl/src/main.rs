@@ -162,10 +162,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut options = args.store.options()?;
     // Only `create` makes a database; the others look at one that exists.
     options.create = matches!(args.command, Command::Create { .. });
+    // Only a listing may end quietly when its reader goes away (`| head`);
+    // new tokens that could not be printed are an error.
+    let listing = !matches!(
+        args.command,
+        Command::Create { .. } | Command::RotateTokens { .. }
+    );
     let store = Store::open(options).await?;
     let outcome = command(&store, args.command, args.json).await;
     store.close().await;
-    outcome
+    match outcome {
+        Err(error) if listing && stdout_closed(&error) => Ok(()),
+        outcome => outcome,
+    }
+}
+
+/// Whether `error` is a write to a stdout whose reader has gone.
+fn stdout_closed(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|error| error.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Prints `value` as JSON, or `text` for people.
@@ -199,7 +215,13 @@ async fn command(store: &Store, command: Command, json: bool) -> anyhow::Result<
             ];
             let handed = hand_out(&created.id, &tokens, out_dir.as_deref())?;
             let report = show::Created::new(&created, handed);
-            print(json, &report, || report.text())
+            print(json, &report, || report.text()).with_context(|| {
+                format!(
+                    "conversation {} was created, but its tokens could not be printed; \
+                     replace them with `bridgectl rotate-tokens {}`",
+                    created.id, created.id
+                )
+            })
         }
         Command::List => {
             let conversations = store.conversations().await?;
@@ -222,7 +244,12 @@ async fn command(store: &Store, command: Command, json: bool) -> anyhow::Result<
             let tokens = store.rotate_tokens(&id, &sessions).await?;
             let handed = hand_out(&id, &tokens, out_dir.as_deref())?;
             let report = show::Rotated { id, tokens: handed };
-            print(json, &report, || report.text())
+            print(json, &report, || report.text()).with_context(|| {
+                format!(
+                    "the new tokens of {} could not be printed; rotate them again",
+                    report.id
+                )
+            })
         }
         Command::Status { team } => {
             let workers = show::workers(store.conversations().await?, team.as_deref());

@@ -232,3 +232,36 @@ async fn no_token_in_stderr_logs_or_the_database() {
         .collect();
     assert!(stored.contains(&"bridge.db".to_owned()), "{stored:?}");
 }
+
+/// A listing whose reader goes away (`bridgectl audit | head`) ends quietly;
+/// new tokens that cannot be printed are an error that says what to do.
+#[test]
+fn a_closed_stdout_ends_a_listing_quietly_but_not_a_creation() {
+    let db = TempDb::new();
+    let made = make(&db.path, "orchestrator", "worker", &[]);
+    let closed = |args: &[&str]| {
+        let mut child = std::process::Command::new(bridge_tests::bin::path("bridgectl"))
+            .args(args)
+            .env("BRIDGE_DB", &db.path)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before anything is written.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    assert_eq!(closed(&["audit"]), (Some(0), String::new()));
+    assert_eq!(closed(&["show", &made.id]), (Some(0), String::new()));
+    let (code, stderr) = closed(&["create", "--my-role", "lead", "--partner-role", "worker"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("was created, but its tokens could not be printed; replace them with `bridgectl rotate-tokens conv_"),
+        "{stderr}"
+    );
+}
