@@ -230,7 +230,10 @@ impl Store {
             // Checkpoints run in the background (see `checkpoint`); after one,
             // a WAL grown by a burst is cut back to this size.
             .pragma("wal_autocheckpoint", "0")
-            .pragma("journal_size_limit", "67108864");
+            .pragma("journal_size_limit", "67108864")
+            // Deleted rows (cleanup's messages) are overwritten, not left
+            // readable in free pages.
+            .pragma("secure_delete", "ON");
         let sqlx_error = |error| Error::from_sqlx(error, &path, options.busy_timeout);
         // Setup runs through a pool of one: the migrator's future is only
         // `Send` when given a pool. Its connection then becomes the writer's.

@@ -255,3 +255,41 @@ async fn cleanup_removes_only_expired_conversations_with_their_messages() {
     assert!(store.verify_audit().await.unwrap().is_intact());
     store.close().await;
 }
+
+/// What `cleanup` removes is gone from the files too, not left readable in
+/// free pages: the database overwrites deleted content.
+#[tokio::test]
+async fn cleanup_leaves_no_trace_of_a_message_in_the_files() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let mut short = NewConversation::new("orchestrator", "worker");
+    short.ttl = Some(Duration::from_secs(1));
+    let expiring = bridge_tests::pair_of(store.create_conversation(short).await.unwrap());
+    let secret = "the launch code is tangerine-orbit-4471";
+    store
+        .send(&expiring.a, NewMessage::new(secret))
+        .await
+        .unwrap();
+    let lasting = pair(&store).await;
+    store
+        .send(&lasting.a, NewMessage::new("stays"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(store.cleanup_expired(false).await.unwrap().len(), 1);
+    store.close().await;
+
+    let mut searched = 0;
+    for entry in std::fs::read_dir(db.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let found = bytes
+            .windows(secret.len())
+            .any(|window| window == secret.as_bytes());
+        assert!(!found, "{} still holds the message", path.display());
+        if bytes.windows(5).any(|window| window == b"stays") {
+            searched += 1;
+        }
+    }
+    assert!(searched >= 1, "the live message is still there to be found");
+}
