@@ -36,6 +36,9 @@
 //!   `checkpoint`: WAL checkpoints in the background, off the write path.
 //! * `conversation`, `message`, `status`, `task`: the domain operations
 //!   (`task` also finds silent workers and reassigns their tasks).
+//! * `yolo`: command execution's gates in the store: the operator's switch
+//!   per conversation, the agent's settings, single-use approval tokens, and
+//!   the record of each command.
 //! * `admin`: the operator's view (every conversation, task and audit row;
 //!   token rotation), for `bridgectl`.
 //! * `auth`: ids, sessions, tokens and the server key.
@@ -67,6 +70,7 @@ mod task;
 mod time;
 mod watch;
 mod writer;
+mod yolo;
 
 pub use admin::{AuditEntry, ConversationDetail, ConversationInfo, SessionInfo, ShownMessage};
 pub use audit::{AuditReport, BadRow};
@@ -84,3 +88,7 @@ pub use task::{
 };
 pub use time::Timestamp;
 pub use watch::ChangeSubscription;
+pub use yolo::{
+    Approval, DEFAULT_APPROVAL_TTL, DEFAULT_COMMAND_TIMEOUT, Finished, MAX_APPROVAL_TTL,
+    MAX_COMMAND_TIMEOUT, MODES, Started, YoloSettings,
+};

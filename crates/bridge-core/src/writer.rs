@@ -75,11 +75,13 @@ const STALE: &str = "mcp-bridge: stale writer state";
 pub(crate) type Key = (ConversationId, SessionId);
 
 /// The rows the operations of a batch need: sessions (with their
-/// conversation) and tasks.
+/// conversation), tasks, command-execution settings and approval tokens.
 #[derive(Default)]
 pub(crate) struct Lookups {
     sessions: Vec<Key>,
     tasks: Vec<i64>,
+    yolo: Vec<ConversationId>,
+    approvals: Vec<String>,
 }
 
 impl Lookups {
@@ -93,22 +95,49 @@ impl Lookups {
         self.tasks.push(id);
     }
 
+    /// The command-execution settings of `conversation`.
+    pub(crate) fn yolo(&mut self, conversation: &ConversationId) {
+        self.yolo.push(conversation.clone());
+    }
+
+    /// The approval token whose digest is `digest` (hex).
+    pub(crate) fn approval(&mut self, digest: &str) {
+        self.approvals.push(digest.to_owned());
+    }
+
     fn tidy(&mut self) {
         self.sessions.sort();
         self.sessions.dedup();
         self.tasks.sort_unstable();
         self.tasks.dedup();
+        self.yolo.sort();
+        self.yolo.dedup();
+        self.approvals.sort();
+        self.approvals.dedup();
     }
 
     /// The JSON parameters of the state query.
-    fn json(&self) -> (String, String) {
+    fn json(&self) -> LookupJson {
         let sessions: Vec<(&str, &str)> = self
             .sessions
             .iter()
             .map(|(conversation, session)| (conversation.as_str(), session.as_str()))
             .collect();
-        (to_json(&sessions), to_json(&self.tasks))
+        LookupJson {
+            sessions: to_json(&sessions),
+            tasks: to_json(&self.tasks),
+            yolo: to_json(&self.yolo),
+            approvals: to_json(&self.approvals),
+        }
     }
+}
+
+/// The state query's parameters, in the order it binds them.
+struct LookupJson {
+    sessions: String,
+    tasks: String,
+    yolo: String,
+    approvals: String,
 }
 
 /// A state change that the writer applies inside a batch.
@@ -338,7 +367,7 @@ impl WriterTask {
             job.lookups(&mut lookups);
         }
         lookups.tidy();
-        let (sessions_json, tasks_json) = lookups.json();
+        let lookup_json = lookups.json();
 
         let remembered = self
             .remembered
@@ -351,10 +380,7 @@ impl WriterTask {
                 let params = batch.params();
                 let mut wait = LockWait::new(shared.options.busy_timeout);
                 let outcome = loop {
-                    match self
-                        .fast_script(&sessions_json, &tasks_json, data_version, &params)
-                        .await
-                    {
+                    match self.fast_script(&lookup_json, data_version, &params).await {
                         Err(FastFailure::Failed(error))
                             if is_busy(&error) && wait.again().await => {}
                         outcome => break outcome,
@@ -374,7 +400,7 @@ impl WriterTask {
                 }
             }
             None => match self
-                .read_phase(&sessions_json, &tasks_json, shared.options.busy_timeout)
+                .read_phase(&lookup_json, shared.options.busy_timeout)
                 .await
             {
                 Ok(rows) => rows,
@@ -424,15 +450,16 @@ impl WriterTask {
     /// the state query.
     async fn read_phase(
         &mut self,
-        sessions_json: &str,
-        tasks_json: &str,
+        lookups: &LookupJson,
         busy_timeout: Duration,
     ) -> Result<Vec<SqliteRow>, sqlx::Error> {
         let mut wait = LockWait::new(busy_timeout);
         loop {
             let rows = sqlx::query(READ_SQL)
-                .bind(sessions_json)
-                .bind(tasks_json)
+                .bind(lookups.sessions.as_str())
+                .bind(lookups.tasks.as_str())
+                .bind(lookups.yolo.as_str())
+                .bind(lookups.approvals.as_str())
                 .fetch_all(self.connection()?)
                 .await;
             match rows {
@@ -446,15 +473,16 @@ impl WriterTask {
     /// state query, with the transaction still open.
     async fn fast_script(
         &mut self,
-        sessions_json: &str,
-        tasks_json: &str,
+        lookups: &LookupJson,
         data_version: i64,
         params: &Params,
     ) -> Result<(), FastFailure> {
         let connection = self.connection().map_err(FastFailure::Failed)?;
         let mut stream = sqlx::query(FAST_SQL)
-            .bind(sessions_json)
-            .bind(tasks_json)
+            .bind(lookups.sessions.as_str())
+            .bind(lookups.tasks.as_str())
+            .bind(lookups.yolo.as_str())
+            .bind(lookups.approvals.as_str())
             .bind(data_version)
             .bind(params.conversations.as_str())
             .bind(params.conversations.as_str())
@@ -465,6 +493,11 @@ impl WriterTask {
             .bind(params.messages.as_str())
             .bind(params.sessions.as_str())
             .bind(params.rekeys.as_str())
+            .bind(params.yolo.as_str())
+            .bind(params.yolo_deletions.as_str())
+            .bind(params.new_approvals.as_str())
+            .bind(params.used_approvals.as_str())
+            .bind(params.approval_deletions.as_str())
             .bind(params.audits.as_str())
             .bind(params.deletions.as_str())
             .fetch(connection);
@@ -493,6 +526,11 @@ impl WriterTask {
             .bind(params.messages)
             .bind(params.sessions)
             .bind(params.rekeys)
+            .bind(params.yolo)
+            .bind(params.yolo_deletions)
+            .bind(params.new_approvals)
+            .bind(params.used_approvals)
+            .bind(params.approval_deletions)
             .bind(params.audits)
             .bind(params.deletions)
             .execute(self.connection()?)
@@ -619,7 +657,18 @@ macro_rules! state_query {
         SELECT k.value AS task_id, t.id, t.team, t.conversation_id, t.title, t.body, t.state,
                t.attempts, t.unassigned, t.note, t.redacted, t.created_at, t.updated_at
         FROM json_each(?) AS k
-        LEFT JOIN task AS t ON t.id = k.value;"
+        LEFT JOIN task AS t ON t.id = k.value;
+        SELECT k.value AS yolo_key, y.enabled_at AS yolo_enabled_at, y.mode AS yolo_mode,
+               y.workspace AS yolo_workspace, y.timeout_ms AS yolo_timeout_ms,
+               y.configured_at AS yolo_configured_at, y.configured_by AS yolo_configured_by
+        FROM json_each(?) AS k
+        LEFT JOIN yolo AS y ON y.conversation_id = k.value;
+        SELECT k.value AS approval_key, a.id AS approval_id,
+               a.conversation_id AS approval_conversation, a.preview AS approval_preview,
+               a.created_at AS approval_created_at, a.expires_at AS approval_expires_at,
+               a.used_at AS approval_used_at
+        FROM json_each(?) AS k
+        LEFT JOIN approval AS a ON a.digest = unhex(k.value);"
     };
 }
 
@@ -679,6 +728,25 @@ macro_rules! writes {
                 token_digest_b = coalesce(unhex(u.value ->> 'b'), token_digest_b)
             FROM json_each(?) AS u
             WHERE conversation.id = u.value ->> 'id';
+        INSERT INTO yolo (conversation_id, enabled_at, mode, workspace, timeout_ms,
+                          configured_at, configured_by)
+            SELECT value ->> 'conversation_id', value ->> 'enabled_at', value ->> 'mode',
+                   value ->> 'workspace', value ->> 'timeout_ms', value ->> 'configured_at',
+                   value ->> 'configured_by'
+            FROM json_each(?) WHERE true
+            ON CONFLICT (conversation_id) DO UPDATE
+                SET enabled_at = excluded.enabled_at, mode = excluded.mode,
+                    workspace = excluded.workspace, timeout_ms = excluded.timeout_ms,
+                    configured_at = excluded.configured_at, configured_by = excluded.configured_by;
+        DELETE FROM yolo WHERE conversation_id IN (SELECT value FROM json_each(?));
+        INSERT INTO approval (digest, preview, conversation_id, created_at, expires_at)
+            SELECT unhex(value ->> 'digest'), value ->> 'preview', value ->> 'conversation_id',
+                   value ->> 'created_at', value ->> 'expires_at'
+            FROM json_each(?);
+        UPDATE approval SET used_at = u.value ->> 1
+            FROM json_each(?) AS u
+            WHERE approval.digest = unhex(u.value ->> 0);
+        DELETE FROM approval WHERE id IN (SELECT value FROM json_each(?));
         INSERT INTO audit (id, at, conversation_id, session, action, detail, prev_hash, hash)
             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,
                    value ->> 4, value ->> 5, value ->> 6, value ->> 7
@@ -715,6 +783,13 @@ struct Params {
     sessions: String,
     /// New token digests: `{id, a, b}` per conversation, hex or null.
     rekeys: String,
+    /// Command-execution settings inserted or changed, and removed.
+    yolo: String,
+    yolo_deletions: String,
+    /// Approval tokens issued, used (`[digest, at]`), and removed (ids).
+    new_approvals: String,
+    used_approvals: String,
+    approval_deletions: String,
     audits: String,
     deletions: String,
 }
@@ -886,6 +961,57 @@ impl TaskRow {
     }
 }
 
+/// A conversation's command-execution settings: enabled by the operator,
+/// configured (mode, workspace, timeout) by an agent.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct YoloRow {
+    pub(crate) conversation_id: ConversationId,
+    pub(crate) enabled_at: i64,
+    pub(crate) mode: Option<String>,
+    pub(crate) workspace: Option<String>,
+    pub(crate) timeout_ms: Option<i64>,
+    pub(crate) configured_at: Option<i64>,
+    pub(crate) configured_by: Option<SessionId>,
+}
+
+/// An approval token, by its digest: read by a state query or issued by
+/// the batch.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ApprovalRow {
+    /// The HMAC digest of the token, hex.
+    pub(crate) digest: String,
+    pub(crate) preview: String,
+    pub(crate) conversation_id: Option<ConversationId>,
+    pub(crate) created_at: i64,
+    pub(crate) expires_at: i64,
+    #[serde(skip)]
+    pub(crate) used_at: Option<i64>,
+    /// Issued by this batch.
+    #[serde(skip)]
+    new: bool,
+}
+
+impl ApprovalRow {
+    /// A token issued now.
+    pub(crate) fn issued(
+        digest: String,
+        preview: String,
+        conversation_id: Option<ConversationId>,
+        created_at: i64,
+        expires_at: i64,
+    ) -> ApprovalRow {
+        ApprovalRow {
+            digest,
+            preview,
+            conversation_id,
+            created_at,
+            expires_at,
+            used_at: None,
+            new: true,
+        }
+    }
+}
+
 struct AuditRow {
     id: i64,
     at: i64,
@@ -911,6 +1037,12 @@ struct State {
     sessions: HashMap<Key, Option<SessionRow>>,
     /// Every task looked up (or inserted); `None` where it does not exist.
     tasks: HashMap<i64, Option<TaskRow>>,
+    /// Command-execution settings looked up, by conversation; `None` where
+    /// execution is not enabled. Not carried to the next batch.
+    yolo: HashMap<ConversationId, Option<YoloRow>>,
+    /// Approval tokens looked up, by digest; `None` where there is none.
+    /// Not carried to the next batch.
+    approvals: HashMap<String, Option<ApprovalRow>>,
 }
 
 impl State {
@@ -921,6 +1053,11 @@ impl State {
             .iter()
             .all(|key| self.sessions.contains_key(key))
             && lookups.tasks.iter().all(|id| self.tasks.contains_key(id))
+            && lookups.yolo.iter().all(|id| self.yolo.contains_key(id))
+            && lookups
+                .approvals
+                .iter()
+                .all(|digest| self.approvals.contains_key(digest))
     }
 
     /// The state from the rows of a state query for `lookups`.
@@ -949,8 +1086,28 @@ impl State {
                 .map(|key| (key.clone(), None))
                 .collect(),
             tasks: lookups.tasks.iter().map(|id| (*id, None)).collect(),
+            yolo: lookups.yolo.iter().map(|id| (id.clone(), None)).collect(),
+            approvals: lookups
+                .approvals
+                .iter()
+                .map(|digest| (digest.clone(), None))
+                .collect(),
         };
         for row in rows {
+            if row.try_column("yolo_key").is_ok() {
+                if let Some(yolo) = yolo_from_row(row).map_err(corrupt)? {
+                    state.yolo.insert(yolo.conversation_id.clone(), Some(yolo));
+                }
+                continue;
+            }
+            if row.try_column("approval_key").is_ok() {
+                if let Some(approval) = approval_from_row(row).map_err(corrupt)? {
+                    state
+                        .approvals
+                        .insert(approval.digest.clone(), Some(approval));
+                }
+                continue;
+            }
             // The second statement's rows are the tasks'.
             if row.try_column("task_id").is_ok() {
                 if let Some(task) = task_from_row(row).map_err(corrupt)? {
@@ -1013,6 +1170,51 @@ fn task_from_row(row: &SqliteRow) -> Result<Option<TaskRow>, sqlx::Error> {
     )))
 }
 
+/// A row of the state query's settings statement; `None` if execution is
+/// not enabled for the conversation.
+fn yolo_from_row(row: &SqliteRow) -> Result<Option<YoloRow>, sqlx::Error> {
+    let Some(enabled_at) = row.try_get::<Option<i64>, _>("yolo_enabled_at")? else {
+        return Ok(None);
+    };
+    let decode = |error: Error| sqlx::Error::Decode(Box::new(error));
+    let conversation_id: String = row.try_get("yolo_key")?;
+    let configured_by: Option<String> = row.try_get("yolo_configured_by")?;
+    Ok(Some(YoloRow {
+        conversation_id: conversation_id.parse().map_err(decode)?,
+        enabled_at,
+        mode: row.try_get("yolo_mode")?,
+        workspace: row.try_get("yolo_workspace")?,
+        timeout_ms: row.try_get("yolo_timeout_ms")?,
+        configured_at: row.try_get("yolo_configured_at")?,
+        configured_by: configured_by
+            .map(|session| session.parse())
+            .transpose()
+            .map_err(decode)?,
+    }))
+}
+
+/// A row of the state query's approval statement; `None` if no token has
+/// that digest.
+fn approval_from_row(row: &SqliteRow) -> Result<Option<ApprovalRow>, sqlx::Error> {
+    if row.try_get::<Option<i64>, _>("approval_id")?.is_none() {
+        return Ok(None);
+    }
+    let decode = |error: Error| sqlx::Error::Decode(Box::new(error));
+    let conversation_id: Option<String> = row.try_get("approval_conversation")?;
+    Ok(Some(ApprovalRow {
+        digest: row.try_get("approval_key")?,
+        preview: row.try_get("approval_preview")?,
+        conversation_id: conversation_id
+            .map(|id| id.parse())
+            .transpose()
+            .map_err(decode)?,
+        created_at: row.try_get("approval_created_at")?,
+        expires_at: row.try_get("approval_expires_at")?,
+        used_at: row.try_get("approval_used_at")?,
+        new: false,
+    }))
+}
+
 /// Everything one batch reads and writes.
 pub(crate) struct Batch<'a> {
     /// The time of the batch, taken once the write lock is held (or about to
@@ -1030,6 +1232,13 @@ pub(crate) struct Batch<'a> {
     new_assignments: Vec<(i64, i64, ConversationId, i64)>,
     /// Assignments ended: (task, attempt, at, why).
     ended_assignments: Vec<(i64, i64, i64, &'static str)>,
+    /// Command-execution settings written, and removed.
+    yolo: Vec<YoloRow>,
+    yolo_deletions: Vec<ConversationId>,
+    /// Approval tokens used: (digest, at).
+    used_approvals: Vec<(String, i64)>,
+    /// Approval tokens removed, by id.
+    approval_deletions: Vec<i64>,
 }
 
 impl<'a> Batch<'a> {
@@ -1045,7 +1254,58 @@ impl<'a> Batch<'a> {
             deletions: Vec::new(),
             new_assignments: Vec::new(),
             ended_assignments: Vec::new(),
+            yolo: Vec::new(),
+            yolo_deletions: Vec::new(),
+            used_approvals: Vec::new(),
+            approval_deletions: Vec::new(),
         }
+    }
+
+    /// A conversation's command-execution settings, if execution is
+    /// enabled for it (looked up, or written by this batch).
+    pub(crate) fn yolo(&self, conversation_id: &ConversationId) -> Option<&YoloRow> {
+        self.state
+            .yolo
+            .get(conversation_id)
+            .and_then(Option::as_ref)
+    }
+
+    /// Writes a conversation's command-execution settings.
+    pub(crate) fn put_yolo(&mut self, row: YoloRow) {
+        self.state
+            .yolo
+            .insert(row.conversation_id.clone(), Some(row.clone()));
+        self.yolo.push(row);
+    }
+
+    /// Removes a conversation's command-execution settings.
+    pub(crate) fn delete_yolo(&mut self, conversation_id: &ConversationId) {
+        self.state.yolo.insert(conversation_id.clone(), None);
+        self.yolo_deletions.push(conversation_id.clone());
+    }
+
+    /// The approval token of digest `digest` (hex), if there is one.
+    pub(crate) fn approval(&self, digest: &str) -> Option<&ApprovalRow> {
+        self.state.approvals.get(digest).and_then(Option::as_ref)
+    }
+
+    /// Records a newly issued approval token.
+    pub(crate) fn insert_approval(&mut self, row: ApprovalRow) {
+        self.state.approvals.insert(row.digest.clone(), Some(row));
+    }
+
+    /// Marks the approval token of digest `digest` used, now.
+    pub(crate) fn use_approval(&mut self, digest: &str) {
+        let now = self.now.as_millis();
+        if let Some(Some(row)) = self.state.approvals.get_mut(digest) {
+            row.used_at = Some(now);
+        }
+        self.used_approvals.push((digest.to_owned(), now));
+    }
+
+    /// Removes approval tokens by id.
+    pub(crate) fn delete_approvals(&mut self, ids: impl IntoIterator<Item = i64>) {
+        self.approval_deletions.extend(ids);
     }
 
     /// A task read for this batch, or inserted by it.
@@ -1297,6 +1557,11 @@ impl<'a> Batch<'a> {
             && self.deletions.is_empty()
             && self.new_assignments.is_empty()
             && self.ended_assignments.is_empty()
+            && self.yolo.is_empty()
+            && self.yolo_deletions.is_empty()
+            && self.used_approvals.is_empty()
+            && self.approval_deletions.is_empty()
+            && !self.state.approvals.values().flatten().any(|row| row.new)
             && !self.state.sessions.values().flatten().any(|row| row.dirty)
             && !self
                 .state
@@ -1367,7 +1632,19 @@ impl<'a> Batch<'a> {
         let tasks = || self.state.tasks.values().flatten();
         let new_tasks: Vec<&TaskRow> = tasks().filter(|task| task.new).collect();
         let task_updates: Vec<&TaskRow> = tasks().filter(|task| task.dirty && !task.new).collect();
+        let new_approvals: Vec<&ApprovalRow> = self
+            .state
+            .approvals
+            .values()
+            .flatten()
+            .filter(|row| row.new)
+            .collect();
         Params {
+            yolo: to_json(&self.yolo),
+            yolo_deletions: to_json(&self.yolo_deletions),
+            new_approvals: to_json(&new_approvals),
+            used_approvals: to_json(&self.used_approvals),
+            approval_deletions: to_json(&self.approval_deletions),
             conversations: to_json(&self.conversations),
             new_tasks: to_json(&new_tasks),
             task_updates: to_json(&task_updates),
@@ -1391,6 +1668,9 @@ impl<'a> Batch<'a> {
             task.dirty = false;
             task.new = false;
         }
+        // Rare, and cheap to read again: not remembered.
+        self.state.yolo.clear();
+        self.state.approvals.clear();
         self.state
     }
 }

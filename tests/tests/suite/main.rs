@@ -12,3 +12,4 @@ mod open;
 mod status;
 mod task;
 mod watch;
+mod yolo;
