@@ -12,6 +12,7 @@
 
 mod demo;
 mod show;
+mod yolo;
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -124,6 +125,12 @@ enum Command {
     /// Show the system at work: an orchestrator and three workers on a
     /// temporary database, one of them going silent and its tasks moving
     Demo,
+    /// Command execution by agents ("YOLO mode"): enable it, issue approval
+    /// tokens
+    Yolo {
+        #[command(subcommand)]
+        command: yolo::YoloCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -166,7 +173,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // new tokens that could not be printed are an error.
     let listing = !matches!(
         args.command,
-        Command::Create { .. } | Command::RotateTokens { .. }
+        Command::Create { .. } | Command::RotateTokens { .. } | Command::Yolo { .. }
     );
     let store = Store::open(options).await?;
     let outcome = command(&store, args.command, args.json).await;
@@ -288,6 +295,7 @@ async fn command(store: &Store, command: Command, json: bool) -> anyhow::Result<
             print(json, &report, || report.text())
         }
         Command::Demo => demo::run(json).await,
+        Command::Yolo { command } => yolo::run(store, command, json).await,
     }
 }
 

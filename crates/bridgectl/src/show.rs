@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use bridge_core::{
-    AuditEntry, AuditReport, ConversationDetail, ConversationId, ConversationInfo,
+    Approval, AuditEntry, AuditReport, ConversationDetail, ConversationId, ConversationInfo,
     CreatedConversation, Task, Timestamp,
 };
 use serde::Serialize;
@@ -419,4 +419,39 @@ impl Cleaned {
         }
         text
     }
+}
+
+/// `yolo token`.
+pub fn issued(token: &str, approval: &Approval) -> String {
+    let scope = approval.conversation_id.as_ref().map_or_else(
+        || "any conversation".to_owned(),
+        |id| format!("conversation {id}"),
+    );
+    format!(
+        "approval token: {token}\n\
+         It runs one command, in {scope}, until {}. It is shown once: the database keeps \
+         only its digest.\n",
+        approval.expires_at
+    )
+}
+
+/// `yolo tokens`.
+pub fn approvals(approvals: &[Approval]) -> String {
+    if approvals.is_empty() {
+        return "No usable approval tokens.\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = approvals
+        .iter()
+        .map(|a| {
+            vec![
+                format!("{}…", a.preview),
+                a.conversation_id
+                    .as_ref()
+                    .map_or_else(|| "(any)".to_owned(), ToString::to_string),
+                a.created_at.to_string(),
+                a.expires_at.to_string(),
+            ]
+        })
+        .collect();
+    table(&["TOKEN", "CONVERSATION", "ISSUED", "EXPIRES"], &rows)
 }

@@ -14,6 +14,7 @@ mod demo;
 mod errors;
 mod rotate;
 mod views;
+mod yolo;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
