@@ -144,6 +144,19 @@ impl Agent {
         Reply(result)
     }
 
+    /// Calls `tool`; the protocol error (an unknown tool, say) as text.
+    pub async fn try_call(&self, tool: &str, arguments: Value) -> Result<Reply, String> {
+        let Value::Object(arguments) = arguments else {
+            panic!("arguments must be an object");
+        };
+        let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        self.client()
+            .call_tool(request)
+            .await
+            .map(Reply)
+            .map_err(|error| error.to_string())
+    }
+
     /// Calls `tool` and expects success; returns the structured content.
     pub async fn ok(&self, tool: &str, arguments: Value) -> Value {
         let reply = self.call(tool, arguments).await;

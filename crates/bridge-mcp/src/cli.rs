@@ -9,8 +9,10 @@ use bridge_cli::{LogArgs, RateLimitArgs, StoreArgs, exit, shutdown_signal};
 use bridge_core::Store;
 use clap::Parser;
 
+use crate::exec::Execution;
 use crate::server::Bridge;
 use crate::transport::{check_listen_address, serve_http, serve_stdio};
+use bridge_exec::Sandbox;
 
 /// The MCP server of mcp-bridge: agents create conversations, exchange
 /// messages, publish status, and wait for each other, through one database.
@@ -43,8 +45,23 @@ pub struct Args {
     #[arg(long, requires = "http")]
     allow_remote: bool,
 
+    /// Where commands of execute_command run, when YOLO_MODE=1 lists it:
+    /// none, or bwrap (bubblewrap: no network, the workspace the only
+    /// writable place)
+    #[arg(long, env = "BRIDGE_SANDBOX", value_enum, default_value_t = SandboxArg::None)]
+    sandbox: SandboxArg,
+
     #[command(flatten)]
     log: LogArgs,
+}
+
+/// Where commands run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SandboxArg {
+    /// Directly, in the workspace.
+    None,
+    /// Inside bubblewrap.
+    Bwrap,
 }
 
 /// Parses the command line, serves, and exits with the documented code.
@@ -86,7 +103,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let store = Store::open(options).await?;
     tracing::info!(database = %store.path().display(), "store open");
-    let bridge = Bridge::new(store.clone());
+    let sandbox = match args.sandbox {
+        SandboxArg::None => Sandbox::None,
+        SandboxArg::Bwrap => Sandbox::Bwrap,
+    };
+    let execution = Execution::from_env(sandbox);
+    if execution.enabled {
+        tracing::warn!(
+            sandbox = ?args.sandbox,
+            "YOLO_MODE=1: enable_yolo_mode and execute_command are listed; commands run only in \
+             conversations the operator enabled, each with an approval token"
+        );
+    }
+    let bridge = Bridge::with_execution(store.clone(), execution);
     let shutdown = async {
         let signal = signal.await;
         tracing::info!(signal, "shutting down");

@@ -10,19 +10,23 @@
 //!
 //! * `server`: the [`Bridge`] handler and its tools.
 //! * `tools`: the tools' arguments and results, with their JSON schemas.
+//! * `exec`: the command-execution tools (only with `YOLO_MODE=1`), over
+//!   `bridge-exec` and the store's gates.
 //! * `transport`: serving over stdio and over HTTP (with its Host and Origin
 //!   checks).
 //! * `cli`: the command line; `main.rs` only calls [`cli::main`].
 //!
-//! Only this crate knows `rmcp`; it writes no SQL.
+//! Only this crate serves MCP with `rmcp`; it writes no SQL.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod cli;
+mod exec;
 mod server;
 mod tools;
 mod transport;
 
+pub use exec::Execution;
 pub use server::Bridge;
 pub use transport::{HTTP_PATH, serve_http, serve_stdio};

@@ -23,6 +23,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::exec::{self, EnableArgs, ExecuteArgs, Executed, Execution, NotRun, SettingsOut};
 use crate::tools::{
     ArgumentError, AssignArgs, Caller, CheckArgs, CreateArgs, Created, HistoryArgs, ListTasksArgs,
     Messages, Partner, SendArgs, Sent, StatusArgs, StatusSet, TaskOut, Tasks, UpdateTaskArgs,
@@ -52,15 +53,25 @@ list_tasks shows them. Messages from system tell each side of task changes.";
 #[derive(Clone)]
 pub struct Bridge {
     store: Store,
+    execution: Execution,
     tool_router: ToolRouter<Bridge>,
     /// The `tools/list` answer, computed once.
     tools: Arc<Vec<Tool>>,
 }
 
 impl Bridge {
-    /// A handler serving `store`.
+    /// A handler serving `store`, without command execution.
     pub fn new(store: Store) -> Bridge {
-        let tool_router = Bridge::tool_router();
+        Bridge::with_execution(store, Execution::OFF)
+    }
+
+    /// A handler serving `store`; with `execution.enabled` (gate 1), it
+    /// also has the command-execution tools.
+    pub fn with_execution(store: Store, execution: Execution) -> Bridge {
+        let mut tool_router = Bridge::tool_router();
+        if execution.enabled {
+            tool_router.merge(Bridge::execution_router());
+        }
         let tools = tool_router
             .list_all()
             .into_iter()
@@ -68,6 +79,7 @@ impl Bridge {
             .collect();
         Bridge {
             store,
+            execution,
             tool_router,
             tools: Arc::new(tools),
         }
@@ -464,6 +476,57 @@ impl Bridge {
             let task = TaskOut::new(&task);
             answer(task.updated_text(), &task)
         })
+    }
+}
+
+/// The command-execution tools, merged into the router only with
+/// `YOLO_MODE=1`: otherwise they are neither listed nor callable.
+#[tool_router(router = execution_router)]
+impl Bridge {
+    #[tool(
+        input_schema = schema_for_type::<EnableArgs>(),
+        description = "Choose how commands run in this conversation, once the operator enabled execution.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<SettingsOut>()
+    )]
+    async fn enable_yolo_mode(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let outcome = async {
+            let args: EnableArgs = parse(arguments)?;
+            Ok(exec::enable(&self.store, args).await?)
+        };
+        respond(outcome.await, |settings| answer(settings.text(), &settings))
+    }
+
+    #[tool(
+        input_schema = schema_for_type::<ExecuteArgs>(),
+        description = "Validate a command; with the operator's approval token, run it in the workspace. Without one: a dry run.",
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true),
+        output_schema = schema_for_output::<Executed>()
+    )]
+    async fn execute_command(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let args: ExecuteArgs = match parse(arguments) {
+            Ok(args) => args,
+            Err(error) => {
+                return Ok(CallToolResult::error(vec![ContentBlock::text(
+                    error.to_string(),
+                )]));
+            }
+        };
+        match exec::execute(&self.store, self.execution, args).await {
+            Ok(executed) => answer(executed.text(), &executed),
+            Err(NotRun::Blocked(reason)) => Ok(CallToolResult::error(vec![ContentBlock::text(
+                format!("blocked: {reason}"),
+            )])),
+            Err(NotRun::Failed(sentence)) => {
+                Ok(CallToolResult::error(vec![ContentBlock::text(sentence)]))
+            }
+        }
     }
 }
 

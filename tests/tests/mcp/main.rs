@@ -6,3 +6,4 @@ mod flow;
 mod http;
 mod tasks;
 mod team;
+mod yolo;
