@@ -129,6 +129,27 @@ async fn a_command_runs_only_when_enabled_configured_and_approved() {
     );
     assert_eq!(Some(told[0].id), ran["message_id"].as_i64());
 
+    // Output is redacted before the caller, the partner or the trail see it.
+    let (second, _) = store
+        .issue_approval(Duration::from_secs(300), None)
+        .await
+        .unwrap();
+    let echoed = agent
+        .ok(
+            "execute_command",
+            b(json!({"command": "echo password=hunter2hunter2", "approval_token": second.reveal()})),
+        )
+        .await;
+    assert_eq!(echoed["exit_code"], 0, "{echoed}");
+    assert_eq!(echoed["stdout"], "password=[REDACTED:password]\n");
+    let told = store.check(&conversation.a, 10).await.unwrap();
+    assert!(
+        told[0].body.contains("password=[REDACTED:password]"),
+        "{}",
+        told[0].body
+    );
+    assert!(!told[0].body.contains("hunter2"), "{}", told[0].body);
+
     // Used once: the same token gives a dry run.
     let again = agent
         .ok(
@@ -179,9 +200,16 @@ async fn a_command_runs_only_when_enabled_configured_and_approved() {
             "command_blocked",
             "command_blocked",
             "command_started",
-            "command_completed"
+            "command_completed",
+            "command_started",
+            "command_completed",
         ]
     );
+    let details: Vec<String> = sqlx::query_scalar("SELECT detail FROM audit")
+        .fetch_all(&mut raw)
+        .await
+        .unwrap();
+    assert!(!details.iter().any(|detail| detail.contains("hunter2")));
     assert!(store.verify_audit().await.unwrap().is_intact());
     agent.stop().await;
     store.close().await;
