@@ -13,12 +13,12 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bridge_core::{Credentials, Finished, Store, Token, YoloSettings, redact};
+use bridge_core::{Finished, Store, Token, YoloSettings, redact};
 use bridge_exec::{Limits, Mode, Outcome, Sandbox};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::tools::Session;
+use crate::tools::caller_args;
 
 /// The environment variable that lists the tools (gate 1).
 pub const YOLO_ENV: &str = "YOLO_MODE";
@@ -71,17 +71,9 @@ impl From<ModeArg> for Mode {
     }
 }
 
-/// `enable_yolo_mode`'s arguments.
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct EnableArgs {
-    #[allow(missing_docs)]
-    #[schemars(regex(pattern = r"^conv_[a-f0-9]{16}$"))]
-    pub conversation_id: String,
-    /// a (creator) or b (partner)
-    pub session_id: Session,
-    #[allow(missing_docs)]
-    #[schemars(length(min = 64, max = 64))]
-    pub token: String,
+caller_args! {
+    /// `enable_yolo_mode`'s arguments.
+    pub struct EnableArgs {
     /// safe: read-only commands; restricted: plus git/npm/pip/cargo/pytest; yolo: anything not blocked
     pub mode: ModeArg,
     /// Absolute path of the directory commands run in
@@ -89,49 +81,17 @@ pub struct EnableArgs {
     /// Seconds per command (default 30)
     #[schemars(range(min = 1, max = 600))]
     pub timeout: Option<u64>,
+    }
 }
 
-/// `execute_command`'s arguments.
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct ExecuteArgs {
-    #[allow(missing_docs)]
-    #[schemars(regex(pattern = r"^conv_[a-f0-9]{16}$"))]
-    pub conversation_id: String,
-    /// a (creator) or b (partner)
-    pub session_id: Session,
-    #[allow(missing_docs)]
-    #[schemars(length(min = 64, max = 64))]
-    pub token: String,
+caller_args! {
+    /// `execute_command`'s arguments.
+    pub struct ExecuteArgs {
     #[allow(missing_docs)]
     #[schemars(length(min = 1, max = 10_000))]
     pub command: String,
     /// The operator's single-use approval; without it, a dry run
     pub approval_token: Option<String>,
-}
-
-fn credentials(
-    conversation_id: &str,
-    session: Session,
-    token: &str,
-) -> bridge_core::Result<Credentials> {
-    Ok(Credentials {
-        conversation_id: conversation_id.parse()?,
-        session: session.into(),
-        token: token.parse()?,
-    })
-}
-
-impl EnableArgs {
-    /// The caller's credentials.
-    pub fn credentials(&self) -> bridge_core::Result<Credentials> {
-        credentials(&self.conversation_id, self.session_id, &self.token)
-    }
-}
-
-impl ExecuteArgs {
-    /// The caller's credentials.
-    pub fn credentials(&self) -> bridge_core::Result<Credentials> {
-        credentials(&self.conversation_id, self.session_id, &self.token)
     }
 }
 
@@ -169,7 +129,7 @@ impl SettingsOut {
 // The result of `execute_command`.
 #[derive(Debug, Default, Serialize, JsonSchema)]
 pub struct Executed {
-    // Whether the command ran (false: a dry run).
+    // Whether the command ran (false: a dry run, or it could not start).
     pub ran: bool,
     // What runs (or would): the words, or `/bin/sh -c …` in yolo mode.
     pub would_run: String,
@@ -187,6 +147,9 @@ pub struct Executed {
     pub truncated: bool,
     // The git branch made before it ran.
     pub snapshot: Option<String>,
+    // Why it could not start (its workspace gone, the sandbox missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     // The partner's message with the result.
     pub message_id: Option<i64>,
 }
@@ -194,6 +157,9 @@ pub struct Executed {
 impl Executed {
     /// The text.
     pub fn text(&self) -> String {
+        if let Some(error) = &self.error {
+            return format!("Not run (the approval token is spent): {error}");
+        }
         if !self.ran {
             return format!(
                 "Dry run, nothing ran: {}. In mode {} this would run: {}",
@@ -212,6 +178,10 @@ impl Executed {
 fn report_text(executed: &Executed, chars: usize) -> String {
     let mut text = format!("$ {}\n", executed.would_run);
     match (executed.timed_out, executed.exit_code) {
+        _ if executed.error.is_some() => {
+            let error = executed.error.as_deref().unwrap_or_default();
+            let _ = write!(text, "could not run: {error}");
+        }
         (true, _) => {
             let _ = write!(text, "timed out after {} ms; killed", executed.duration_ms);
         }
@@ -330,13 +300,12 @@ pub async fn execute(
         sandbox: execution.sandbox,
         snapshot: true,
     };
-    let outcome = bridge_exec::run(&validated, &limits).await;
-    executed.ran = true;
-    match outcome {
-        Ok(outcome) => fill(&mut executed, outcome),
-        Err(error) => {
-            executed.stderr = format!("the command could not be run: {error}");
+    match bridge_exec::run(&validated, &limits).await {
+        Ok(outcome) => {
+            executed.ran = true;
+            fill(&mut executed, outcome);
         }
+        Err(error) => executed.error = Some(redact::redact(&error.to_string()).text.into_owned()),
     }
     let finished = Finished {
         exit_code: executed.exit_code,

@@ -13,8 +13,8 @@
 use std::fmt::Write;
 
 use bridge_core::{
-    ActionType, CreatedConversation, Credentials, Message, SentMessage, SessionId, SessionStatus,
-    Status, Task, TaskState,
+    ActionType, CreatedConversation, Message, SentMessage, SessionId, SessionStatus, Status, Task,
+    TaskState,
 };
 use rmcp::model::JsonObject;
 use schemars::JsonSchema;
@@ -34,7 +34,7 @@ macro_rules! caller_args {
             #[schemars(regex(pattern = r"^conv_[a-f0-9]{16}$"))]
             pub conversation_id: String,
             /// a (creator) or b (partner)
-            pub session_id: Session,
+            pub session_id: $crate::tools::Session,
             #[allow(missing_docs)]
             #[schemars(length(min = 64, max = 64))]
             pub token: String,
@@ -44,8 +44,8 @@ macro_rules! caller_args {
         impl $name {
             /// The caller's credentials, checked for shape (a malformed
             /// token is not echoed).
-            pub fn credentials(&self) -> bridge_core::Result<Credentials> {
-                Ok(Credentials {
+            pub fn credentials(&self) -> bridge_core::Result<bridge_core::Credentials> {
+                Ok(bridge_core::Credentials {
                     conversation_id: self.conversation_id.parse()?,
                     session: self.session_id.into(),
                     token: self.token.parse()?,
@@ -54,6 +54,9 @@ macro_rules! caller_args {
         }
     };
 }
+
+/// For the command-execution tools' arguments (`exec.rs`).
+pub(crate) use caller_args;
 
 /// Arguments that do not fit the tool's types, in one sentence naming the
 /// argument, e.g. `invalid my_role: invalid type: integer `42`, expected a

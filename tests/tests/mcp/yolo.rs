@@ -214,3 +214,55 @@ async fn a_command_runs_only_when_enabled_configured_and_approved() {
     agent.stop().await;
     store.close().await;
 }
+
+/// A workspace gone since it was chosen: nothing runs, the caller and the
+/// partner are told why, and the spent token is not given back.
+#[tokio::test]
+async fn a_workspace_removed_since_is_reported_not_run() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let id = conversation.created.id.to_string();
+    let b = |more: Value| caller(&id, "b", &conversation.b.token.reveal(), more);
+    let workspace = tempfile::tempdir().unwrap();
+    let workspace_path = workspace.path().to_str().unwrap().to_owned();
+    store.enable_yolo(&conversation.created.id).await.unwrap();
+    let agent = Agent::stdio(&db.path, &YOLO).await;
+    agent
+        .ok(
+            "enable_yolo_mode",
+            b(json!({"mode": "safe", "workspace": workspace_path})),
+        )
+        .await;
+    drop(workspace);
+    let (approval, _) = store
+        .issue_approval(Duration::from_secs(300), None)
+        .await
+        .unwrap();
+    let reply = agent
+        .call(
+            "execute_command",
+            b(json!({"command": "pwd", "approval_token": approval.reveal()})),
+        )
+        .await;
+    let result = reply.structured();
+    assert_eq!(result["ran"], false);
+    assert_eq!(
+        result["error"],
+        format!("the workspace {workspace_path} does not exist or cannot be reached")
+    );
+    assert!(
+        reply
+            .text()
+            .starts_with("Not run (the approval token is spent): ")
+    );
+    let told = store.check(&conversation.a, 10).await.unwrap();
+    assert!(
+        told[0].body.contains("could not run: the workspace"),
+        "{}",
+        told[0].body
+    );
+    assert!(store.approvals().await.unwrap().is_empty());
+    agent.stop().await;
+    store.close().await;
+}
