@@ -280,6 +280,7 @@ impl Store {
                 ),
             });
         }
+        let workspace = self.safe_workspace(workspace)?;
         let workspace = workspace.to_str().ok_or_else(|| Error::Invalid {
             field: "workspace",
             reason: "is not valid UTF-8".into(),
@@ -293,6 +294,36 @@ impl Store {
         .await
     }
 
+    /// The workspace, resolved (no `..`, no links), if commands may write
+    /// there: not the root, not the home directory, and not a directory that
+    /// holds the database or its key (a command could forge approvals).
+    fn safe_workspace(&self, workspace: &Path) -> Result<std::path::PathBuf> {
+        let refuse = |why: &str| Error::Invalid {
+            field: "workspace",
+            reason: format!("{} {why}", workspace.display()),
+        };
+        let resolved = workspace
+            .canonicalize()
+            .map_err(|_| refuse("cannot be resolved"))?;
+        if resolved.parent().is_none() {
+            return Err(refuse("is the root directory"));
+        }
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        if home.and_then(|home| home.canonicalize().ok()).as_deref() == Some(resolved.as_path()) {
+            return Err(refuse("is the home directory"));
+        }
+        for file in [self.path().to_path_buf(), self.options().key_path()] {
+            let file = file.canonicalize().unwrap_or(file);
+            if file.starts_with(&resolved) {
+                return Err(refuse(&format!(
+                    "holds {}: commands could rewrite the bridge's own files",
+                    file.display()
+                )));
+            }
+        }
+        Ok(resolved)
+    }
+
     /// Records a command refused by validation.
     pub async fn record_blocked(
         &self,
@@ -303,24 +334,27 @@ impl Store {
         self.submit(BlockedOp {
             credentials: credentials.clone(),
             command: audited(command),
-            reason: reason.to_owned(),
+            reason: audited(reason),
         })
         .await
     }
 
     /// Consumes `approval` for a command of the caller's conversation and
     /// records its start. Refused unless execution is enabled and configured
-    /// and the token is known, unused, unexpired and (if bound) of this
-    /// conversation; a refused token stays as it was.
+    /// as `settings` (what the command was validated against: a change
+    /// since then refuses it) and the token is known, unused, unexpired and
+    /// (if bound) of this conversation; a refused token stays as it was.
     pub async fn begin_command(
         &self,
         credentials: &Credentials,
+        settings: &YoloSettings,
         approval: &Token,
         command: &str,
     ) -> Result<Started> {
         let digest = hex::encode(self.shared().key.digest(approval));
         self.submit(BeginOp {
             credentials: credentials.clone(),
+            expected: settings.clone(),
             digest,
             command: audited(command),
         })
@@ -601,6 +635,8 @@ impl Operation for BlockedOp {
 
 struct BeginOp {
     credentials: Credentials,
+    /// The settings the command was validated against.
+    expected: YoloSettings,
     digest: String,
     command: String,
 }
@@ -645,6 +681,12 @@ impl Operation for BeginOp {
                 reason: "command execution is not configured: call enable_yolo_mode first".into(),
             });
         };
+        if YoloSettings::from_row(settings) != self.expected {
+            return Err(Error::NotAllowed {
+                reason: "the execution settings changed while the command was checked; call again"
+                    .into(),
+            });
+        }
         if let Some(refusal) = self.refusal(batch) {
             // Refused tokens are not audited: the trail would grow with
             // every guess, and nothing changed.
@@ -687,8 +729,18 @@ impl Operation for FinishOp {
     }
 
     fn apply(&self, batch: &mut Batch<'_>) -> Result<i64> {
-        batch.authenticate(&self.credentials)?;
+        // Not authenticated again: the start was, and the end is recorded
+        // even if the conversation expired or its tokens were rotated while
+        // the command ran.
         let conversation_id = &self.credentials.conversation_id;
+        if batch
+            .session(conversation_id, self.credentials.session)
+            .is_none()
+        {
+            return Err(Error::NoSuchConversation {
+                conversation_id: conversation_id.clone(),
+            });
+        }
         let session = self.credentials.session;
         let (id, _) = batch.insert_message(MessageRow::system(
             conversation_id,

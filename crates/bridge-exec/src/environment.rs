@@ -38,6 +38,8 @@ pub const SECRET_NAME_PARTS: &[&str] = &[
     "PRIVATE",
     "JWT",
     "SIGNATURE",
+    "WEBHOOK",
+    "DSN",
 ];
 
 /// The `PATH` used when the parent has none.
@@ -47,10 +49,13 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// whatever its value.
 pub fn is_secret_name(name: &OsStr) -> bool {
     let name = name.to_string_lossy().to_ascii_uppercase();
-    if name == "PATH" {
+    if matches!(name.as_str(), "PATH" | "PWD" | "OLDPWD") {
         return false;
     }
-    name.starts_with("BRIDGE_") || SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
+    // `MYSQL_PWD` and its kind: a password, not a directory.
+    name.starts_with("BRIDGE_")
+        || name.ends_with("PWD")
+        || SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
 }
 
 /// Whether `value` holds a URL with a password: `scheme://user:password@…`.
@@ -109,14 +114,40 @@ fn safe_path(path: &OsStr, workspace: &Path) -> OsString {
             !entry.starts_with(workspace)
         })
         .collect();
-    // Joining fails only on an entry holding `:`, which split_paths cannot
-    // produce.
+    // Nothing left would make an empty `PATH`, which `execvp` reads as the
+    // current directory: the workspace. Joining fails only on an entry
+    // holding `:`, which split_paths cannot produce.
+    if kept.is_empty() {
+        return DEFAULT_PATH.into();
+    }
     std::env::join_paths(kept).unwrap_or_else(|_| DEFAULT_PATH.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_by_suffix_webhooks_and_dsns_are_dropped_pwd_is_kept() {
+        for name in ["MYSQL_PWD", "PGPWD", "SLACK_WEBHOOK_URL", "SENTRY_DSN"] {
+            assert!(is_secret_name(OsStr::new(name)), "{name}");
+        }
+        for name in ["PWD", "OLDPWD", "PATH", "HOME", "LANG"] {
+            assert!(!is_secret_name(OsStr::new(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_path_entirely_inside_the_workspace_becomes_the_default() {
+        let workspace = std::env::temp_dir();
+        let inside = workspace.join("bin");
+        let path = safe_path(inside.as_os_str(), &workspace);
+        assert_eq!(path, OsString::from(DEFAULT_PATH));
+        assert_eq!(
+            safe_path(OsStr::new("bin:./x"), &workspace),
+            OsString::from(DEFAULT_PATH)
+        );
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         pairs

@@ -4,12 +4,14 @@
 //! Under [`Sandbox::Bwrap`] a command (and the git snapshot before it) runs as
 //!
 //! ```text
-//! bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --bind WS WS
-//!       --unshare-net --unshare-pid --die-with-parent --new-session --chdir WS -- …
+//! bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs /run
+//!       --bind WS WS --unshare-all --cap-drop ALL --die-with-parent
+//!       --new-session --chdir WS -- …
 //! ```
 //!
 //! * the whole file system read-only, the workspace `WS` (canonical)
-//!   writable, a fresh `/dev`, `/proc` and an empty `/tmp`. The bind of the
+//!   writable, a fresh `/dev`, `/proc`, an empty `/tmp` and an empty `/run`
+//!   (no host sockets: container engines, systemd, D-Bus). The bind of the
 //!   workspace comes after the `/tmp` mount so that a workspace under `/tmp`
 //!   is not hidden by it;
 //! * no network (a new network namespace holding only a loopback that is
@@ -69,6 +71,10 @@ fn isolation(argv: &mut Vec<OsString>) {
         "/proc",
         "--tmpfs",
         "/tmp",
+        // Host sockets on disk (container engines, systemd, D-Bus) would
+        // let a command ask something outside to run for it.
+        "--tmpfs",
+        "/run",
     ] {
         argv.push(arg.into());
     }
@@ -77,8 +83,11 @@ fn isolation(argv: &mut Vec<OsString>) {
 /// The namespaces and process settings.
 fn confinement(argv: &mut Vec<OsString>) {
     for arg in [
-        "--unshare-net",
-        "--unshare-pid",
+        // Network, processes, IPC, host name, and the user and cgroup
+        // namespaces where the kernel allows them.
+        "--unshare-all",
+        "--cap-drop",
+        "ALL",
         "--die-with-parent",
         "--new-session",
     ] {
@@ -176,8 +185,9 @@ mod tests {
         );
         assert_eq!(
             strings(&argv).join(" "),
-            "bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --bind /tmp/ws /tmp/ws \
-             --unshare-net --unshare-pid --die-with-parent --new-session --chdir /tmp/ws -- ls -la ;"
+            "bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs /run \
+             --bind /tmp/ws /tmp/ws --unshare-all --cap-drop ALL --die-with-parent --new-session \
+             --chdir /tmp/ws -- ls -la ;"
         );
     }
 

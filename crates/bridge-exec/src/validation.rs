@@ -290,6 +290,9 @@ enum Rule {
     },
 }
 
+/// Whether an operand (a word not starting with `-`) is refused.
+type OperandTest = fn(&str) -> bool;
+
 /// Arguments refused for one program, each with the reason shown.
 struct Refused {
     /// Words refused as they are (`find`'s primaries).
@@ -307,6 +310,11 @@ struct Refused {
     /// (`date -Iseconds`), as getopt reads them. Where this list is empty
     /// every letter of a cluster is checked (conservative).
     value_letters: &'static [char],
+    /// Whether a single-dash word is also read as a long option, as npm's
+    /// parser does (`-script-shell=x` is `--script-shell=x`).
+    single_dash_long: bool,
+    /// Operands refused by their shape (`date MMDDhhmm`), with the reason.
+    operand: Option<(OperandTest, &'static str)>,
 }
 
 impl Refused {
@@ -316,6 +324,8 @@ impl Refused {
         abbreviations: false,
         short: &[],
         value_letters: &[],
+        single_dash_long: false,
+        operand: None,
     };
 
     /// Why `arg` is refused, if it is.
@@ -324,19 +334,21 @@ impl Refused {
             return Some(reason);
         }
         if let Some(long) = arg.strip_prefix("--") {
-            let name = long.split('=').next().unwrap_or(long);
-            if name.is_empty() {
-                return None;
-            }
-            return self
-                .long
-                .iter()
-                .find(|(refused, _)| {
-                    *refused == name || (self.abbreviations && refused.starts_with(name))
-                })
-                .map(|&(_, reason)| reason);
+            return self.long_reason(long);
+        }
+        if let Some((refused_operand, reason)) = self.operand
+            && !arg.starts_with('-')
+            && refused_operand(arg)
+        {
+            return Some(reason);
         }
         let cluster = arg.strip_prefix('-')?;
+        if self.single_dash_long
+            && cluster.len() > 1
+            && let Some(reason) = self.long_reason(cluster)
+        {
+            return Some(reason);
+        }
         for letter in cluster.chars() {
             if let Some(&(_, reason)) = self.short.iter().find(|(refused, _)| *refused == letter) {
                 return Some(reason);
@@ -347,6 +359,32 @@ impl Refused {
         }
         None
     }
+}
+
+impl Refused {
+    /// Why the long option `long` (without its dashes, maybe with
+    /// `=value`) is refused, if it is.
+    fn long_reason(&self, long: &str) -> Option<&'static str> {
+        let name = long.split('=').next().unwrap_or(long);
+        if name.is_empty() {
+            return None;
+        }
+        self.long
+            .iter()
+            .find(|(refused, _)| {
+                *refused == name || (self.abbreviations && refused.starts_with(name))
+            })
+            .map(|&(_, reason)| reason)
+    }
+}
+
+/// `date`'s operand that sets the clock: `MMDDhhmm[[CC]YY][.ss]`.
+fn sets_the_clock(operand: &str) -> bool {
+    let (digits, seconds) = operand.split_once('.').unwrap_or((operand, "00"));
+    [8, 10, 12].contains(&digits.len())
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && seconds.len() == 2
+        && seconds.chars().all(|c| c.is_ascii_digit())
 }
 
 impl Policy {
@@ -430,6 +468,7 @@ const SAFE: &[Policy] = &[
             abbreviations: true,
             short: &[('s', "it sets the system clock")],
             value_letters: &['d', 'f', 'I', 'r'],
+            operand: Some((sets_the_clock, "it sets the system clock")),
             ..Refused::NOTHING
         }),
     },
@@ -513,7 +552,11 @@ const RESTRICTED: &[Policy] = &[
                     ("globalconfig", "it reads another configuration"),
                 ],
                 abbreviations: true,
-                short: &[('g', "it installs outside the workspace")],
+                short: &[
+                    ('g', "it installs outside the workspace"),
+                    ('C', "it installs outside the workspace"),
+                ],
+                single_dash_long: true,
                 ..Refused::NOTHING
             },
         },
@@ -548,6 +591,7 @@ const RESTRICTED: &[Policy] = &[
                     ),
                     ("target-dir", "it writes outside the workspace"),
                     ("artifact-dir", "it writes outside the workspace"),
+                    ("manifest-path", "it builds a project outside the workspace"),
                 ],
                 // clap, as cargo uses it, takes long options whole.
                 abbreviations: false,
@@ -557,7 +601,26 @@ const RESTRICTED: &[Policy] = &[
             },
         },
     },
-    allow("pytest"),
+    Policy {
+        program: "pytest",
+        rule: Rule::Arguments(Refused {
+            long: &[
+                ("junitxml", WRITES),
+                ("junit-xml", WRITES),
+                ("basetemp", "it empties and reuses any directory"),
+                ("result-log", WRITES),
+                ("resultlog", WRITES),
+                ("log-file", WRITES),
+                ("rootdir", "it reads a project outside the workspace"),
+                ("confcutdir", "it reads a project outside the workspace"),
+            ],
+            // argparse accepts unambiguous prefixes.
+            abbreviations: true,
+            short: &[('o', "it sets any ini option, paths included")],
+            value_letters: &['k', 'm', 'p', 'c'],
+            ..Refused::NOTHING
+        }),
+    },
 ];
 
 const fn allow(program: &'static str) -> Policy {
@@ -883,6 +946,8 @@ mod tests {
             "cargo build --target x86_64-unknown-linux-gnu",
             "pytest",
             "pytest -k 'not slow' -x tests/ --tb=short",
+            "pytest -p no:cacheprovider -q",
+            "npm install -D x",
         ] {
             let words = argv(command, Mode::Restricted);
             assert_eq!(
@@ -976,6 +1041,17 @@ mod tests {
             "cargo build --config=x",
             "cargo build -Zbuild-std",
             "cargo build --target-dir /tmp/x",
+            // npm reads single-dash words as long options, and -C is --prefix.
+            "npm run -script-shell=/usr/bin/python3 build",
+            "npm install -node-options=--require=/x/m.js",
+            "npm install -C /usr x",
+            "npm install -prefix=/usr x",
+            "cargo build --manifest-path /elsewhere/Cargo.toml",
+            "pytest --junitxml=/home/u/.bashrc",
+            "pytest --junit=/x",
+            "pytest --basetemp=/home/u",
+            "pytest -o cache_dir=/x",
+            "pytest --rootdir /elsewhere",
         ] {
             assert!(
                 matches!(
@@ -1044,5 +1120,29 @@ mod tests {
         assert_eq!(check_words(&[], Mode::Safe), Err(Refusal::Empty));
         assert!(check_words(&["sh".into(), "-c".into()], Mode::Safe).is_err());
         assert!(check_words(&["sh".into(), "-c".into()], Mode::Yolo).is_ok());
+    }
+
+    #[test]
+    fn date_refuses_the_operand_that_sets_the_clock() {
+        for command in ["date 010100002030", "date 0101000020", "date 01010000.30"] {
+            assert!(
+                matches!(
+                    refused(command, Mode::Safe),
+                    Refusal::UnsafeArgument {
+                        reason: "it sets the system clock",
+                        ..
+                    }
+                ),
+                "{command}"
+            );
+        }
+        for command in [
+            "date +%s",
+            "date -d tomorrow",
+            "date -u",
+            "date -d 2030-01-01",
+        ] {
+            assert!(validate(command, Mode::Safe).is_ok(), "{command}");
+        }
     }
 }

@@ -109,6 +109,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let execution = Execution::from_env(sandbox);
     if execution.enabled {
+        // The commands run as this user: through /proc/<our pid>/fd/1 they
+        // could write into the protocol channel, and read our environment.
+        // Non-dumpable, those files are root's (root's commands still reach
+        // them: do not run execution as root).
+        use rustix::process::{DumpableBehavior, set_dumpable_behavior};
+        if let Err(error) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+            tracing::warn!(%error, "cannot make bridge-mcp non-dumpable");
+        }
         tracing::warn!(
             sandbox = ?args.sandbox,
             "YOLO_MODE=1: enable_yolo_mode and execute_command are listed; commands run only in \

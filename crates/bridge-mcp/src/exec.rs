@@ -283,7 +283,7 @@ pub async fn execute(
         Some(Ok(token)) => token,
     };
     let started = match store
-        .begin_command(&credentials, &approval, &args.command)
+        .begin_command(&credentials, &settings, &approval, &args.command)
         .await
     {
         Ok(started) => started,

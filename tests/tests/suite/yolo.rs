@@ -3,13 +3,25 @@
 
 use std::time::Duration;
 
-use bridge_core::{Error, Finished, NewConversation, Token};
+use bridge_core::{Error, Finished, NewConversation, Timestamp, Token, YoloSettings};
 use bridge_tests::{TempDb, pair, scalar};
 
 fn not_allowed(error: Error) -> String {
     match error {
         Error::NotAllowed { reason } => reason,
         other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Settings for a conversation not (yet) configured.
+fn unconfigured(id: &bridge_core::ConversationId) -> YoloSettings {
+    YoloSettings {
+        conversation_id: id.clone(),
+        enabled_at: Timestamp::from_millis(0),
+        mode: None,
+        workspace: None,
+        timeout_ms: None,
+        configured_by: None,
     }
 }
 
@@ -30,7 +42,8 @@ async fn nothing_runs_until_the_operator_enables_and_an_agent_configures() {
     let store = db.open().await;
     let conversation = pair(&store).await;
     let id = &conversation.created.id;
-    let workspace = db.dir.path();
+    let workspace_dir = tempfile::tempdir().unwrap();
+    let workspace = workspace_dir.path();
 
     let refused = store
         .configure_yolo(&conversation.b, "safe", workspace, None)
@@ -49,7 +62,7 @@ async fn nothing_runs_until_the_operator_enables_and_an_agent_configures() {
         .unwrap();
     assert_eq!(approval.preview, token.reveal()[..8]);
     let refused = store
-        .begin_command(&conversation.b, &token, "ls")
+        .begin_command(&conversation.b, &unconfigured(id), &token, "ls")
         .await
         .unwrap_err();
     assert!(not_allowed(refused).starts_with("command execution is not enabled"));
@@ -58,7 +71,7 @@ async fn nothing_runs_until_the_operator_enables_and_an_agent_configures() {
     assert_eq!(enabled.mode, None);
     // Enabled, not configured: still nothing runs, and the token is kept.
     let refused = store
-        .begin_command(&conversation.b, &token, "ls")
+        .begin_command(&conversation.b, &unconfigured(id), &token, "ls")
         .await
         .unwrap_err();
     assert_eq!(
@@ -86,8 +99,17 @@ async fn nothing_runs_until_the_operator_enables_and_an_agent_configures() {
         Some("restricted")
     );
 
+    // Settings changed since the command was checked: refused, token kept.
+    let stale = store
+        .begin_command(&conversation.b, &unconfigured(id), &token, "git status")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        not_allowed(stale),
+        "the execution settings changed while the command was checked; call again"
+    );
     let started = store
-        .begin_command(&conversation.b, &token, "git status")
+        .begin_command(&conversation.b, &settings, &token, "git status")
         .await
         .unwrap();
     assert_eq!(started.mode, "restricted");
@@ -103,7 +125,7 @@ async fn nothing_runs_until_the_operator_enables_and_an_agent_configures() {
 
     // The token worked once.
     let reused = store
-        .begin_command(&conversation.b, &token, "git status")
+        .begin_command(&conversation.b, &settings, &token, "git status")
         .await
         .unwrap_err();
     assert_eq!(not_allowed(reused), "the approval token was already used");
@@ -144,18 +166,21 @@ async fn an_approval_token_works_once_in_time_and_in_its_own_conversation() {
     let store = db.open().await;
     let ours = pair(&store).await;
     let theirs = pair(&store).await;
+    let workspace = tempfile::tempdir().unwrap();
     for conversation in [&ours, &theirs] {
         store.enable_yolo(&conversation.created.id).await.unwrap();
         store
-            .configure_yolo(&conversation.b, "safe", db.dir.path(), None)
+            .configure_yolo(&conversation.b, "safe", workspace.path(), None)
             .await
             .unwrap();
     }
     let refusal = |error| not_allowed(error);
+    let ours_settings = store.yolo_settings(&ours.b).await.unwrap();
+    let theirs_settings = store.yolo_settings(&theirs.b).await.unwrap();
 
     let unknown = Token::generate().unwrap();
     let error = store
-        .begin_command(&ours.b, &unknown, "ls")
+        .begin_command(&ours.b, &ours_settings, &unknown, "ls")
         .await
         .unwrap_err();
     assert_eq!(refusal(error), "the approval token is not known");
@@ -166,7 +191,7 @@ async fn an_approval_token_works_once_in_time_and_in_its_own_conversation() {
         .unwrap();
     assert_eq!(listed.conversation_id.as_ref(), Some(&theirs.created.id));
     let error = store
-        .begin_command(&ours.b, &bound, "ls")
+        .begin_command(&ours.b, &ours_settings, &bound, "ls")
         .await
         .unwrap_err();
     assert_eq!(
@@ -174,7 +199,10 @@ async fn an_approval_token_works_once_in_time_and_in_its_own_conversation() {
         "the approval token belongs to another conversation"
     );
     // Refused, it is still good where it belongs.
-    store.begin_command(&theirs.b, &bound, "ls").await.unwrap();
+    store
+        .begin_command(&theirs.b, &theirs_settings, &bound, "ls")
+        .await
+        .unwrap();
 
     let (short, _) = store
         .issue_approval(Duration::from_secs(1), None)
@@ -186,7 +214,7 @@ async fn an_approval_token_works_once_in_time_and_in_its_own_conversation() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let error = store
-        .begin_command(&ours.b, &short, "ls")
+        .begin_command(&ours.b, &ours_settings, &short, "ls")
         .await
         .unwrap_err();
     assert_eq!(refusal(error), "the approval token has expired");
@@ -264,6 +292,28 @@ async fn settings_are_checked_and_disabling_or_cleanup_removes_them() {
         .await
         .unwrap_err();
     assert_eq!(invalid(error), "invalid ttl: must be between 1 s and 24 h");
+    for (workspace, why) in [
+        (
+            std::path::PathBuf::from("/"),
+            "is the root directory".to_owned(),
+        ),
+        (
+            db.dir.path().to_path_buf(),
+            format!(
+                "holds {}: commands could rewrite the bridge's own files",
+                db.path.canonicalize().unwrap().display()
+            ),
+        ),
+    ] {
+        let error = store
+            .configure_yolo(&conversation.b, "yolo", &workspace, None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            invalid(error),
+            format!("invalid workspace: {} {why}", workspace.display())
+        );
+    }
     let mut wrong = conversation.b.clone();
     wrong.token = Token::generate().unwrap();
     assert!(matches!(

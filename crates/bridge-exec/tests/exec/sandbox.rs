@@ -9,10 +9,16 @@ use bridge_exec::{ExecError, Limits, Mode, Sandbox, bwrap_available, run_with_en
 
 use crate::util::{alive, entries, eventually, git, limits, run_ok, validated, workspace};
 
-/// Whether bwrap can be used here; says so when it cannot.
+/// Whether bwrap can be used here; says so when it cannot. With
+/// `BRIDGE_REQUIRE_BWRAP=1` (CI sets it, having installed bubblewrap) a
+/// machine where it cannot is a failure, not a skip.
 fn usable() -> bool {
     let usable = bwrap_available();
     if !usable {
+        assert!(
+            std::env::var_os("BRIDGE_REQUIRE_BWRAP").is_none_or(|value| value != "1"),
+            "BRIDGE_REQUIRE_BWRAP=1 but bwrap cannot build its sandbox here"
+        );
         eprintln!("bwrap is not usable on this machine: sandbox test skipped");
     }
     usable
@@ -58,6 +64,26 @@ async fn writes_inside_the_workspace_only() {
     );
     assert_eq!(entries(ws.path()), ["inside"]);
     assert!(entries(outside.path()).is_empty());
+}
+
+#[tokio::test]
+async fn no_host_sockets_or_capabilities_inside() {
+    if !usable() {
+        return;
+    }
+    let ws = workspace();
+    let outcome = run_ok(
+        "ls -A /run; grep CapEff /proc/self/status",
+        Mode::Yolo,
+        &sandboxed(ws.path()),
+    )
+    .await;
+    assert_eq!(
+        outcome.stdout.trim(),
+        "CapEff:\t0000000000000000",
+        "/run is empty and no capability is left: {}",
+        outcome.stderr
+    );
 }
 
 #[tokio::test]
