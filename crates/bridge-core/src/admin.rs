@@ -380,19 +380,8 @@ impl Operation for RotateOp {
     }
 
     fn apply(&self, batch: &mut Batch<'_>) -> Result<()> {
-        let now = batch.now;
         for (session, _) in &self.digests {
-            let Some(row) = batch.session(&self.conversation_id, *session) else {
-                return Err(Error::NoSuchConversation {
-                    conversation_id: self.conversation_id.clone(),
-                });
-            };
-            if row.expires_at <= now {
-                return Err(Error::Expired {
-                    conversation_id: self.conversation_id.clone(),
-                    expired_at: row.expires_at,
-                });
-            }
+            batch.live_session(&self.conversation_id, *session)?;
         }
         for (session, digest) in &self.digests {
             batch.rekey(&self.conversation_id, *session, digest.clone());

@@ -1441,6 +1441,28 @@ impl<'a> Batch<'a> {
             .and_then(Option::as_ref)
     }
 
+    /// The row of `session` of a conversation that exists and has not
+    /// expired: what the operator's operations, which carry no token, check
+    /// instead of authenticating.
+    pub(crate) fn live_session(
+        &self,
+        conversation_id: &ConversationId,
+        session: SessionId,
+    ) -> Result<&SessionRow> {
+        let Some(row) = self.session(conversation_id, session) else {
+            return Err(Error::NoSuchConversation {
+                conversation_id: conversation_id.clone(),
+            });
+        };
+        if row.expires_at <= self.now {
+            return Err(Error::Expired {
+                conversation_id: conversation_id.clone(),
+                expired_at: row.expires_at,
+            });
+        }
+        Ok(row)
+    }
+
     /// The state of a session, to be changed; it is written back at commit.
     pub(crate) fn session_mut(
         &mut self,

@@ -384,22 +384,6 @@ impl Store {
     }
 }
 
-/// The conversation must exist and be live.
-fn live_conversation(batch: &Batch<'_>, conversation_id: &ConversationId) -> Result<()> {
-    let Some(row) = batch.session(conversation_id, SessionId::A) else {
-        return Err(Error::NoSuchConversation {
-            conversation_id: conversation_id.clone(),
-        });
-    };
-    if row.expires_at <= batch.now {
-        return Err(Error::Expired {
-            conversation_id: conversation_id.clone(),
-            expired_at: row.expires_at,
-        });
-    }
-    Ok(())
-}
-
 /// The settings of an enabled conversation, or the refusal.
 fn enabled<'b>(batch: &'b Batch<'_>, conversation_id: &ConversationId) -> Result<&'b YoloRow> {
     batch
@@ -425,7 +409,7 @@ impl Operation for EnableOp {
     }
 
     fn apply(&self, batch: &mut Batch<'_>) -> Result<YoloSettings> {
-        live_conversation(batch, &self.conversation_id)?;
+        batch.live_session(&self.conversation_id, SessionId::A)?;
         if let Some(row) = batch.yolo(&self.conversation_id) {
             return Ok(YoloSettings::from_row(row));
         }
@@ -500,7 +484,7 @@ impl Operation for IssueOp {
 
     fn apply(&self, batch: &mut Batch<'_>) -> Result<Approval> {
         if let Some(id) = &self.conversation_id {
-            live_conversation(batch, id)?;
+            batch.live_session(id, SessionId::A)?;
         }
         let created_at = batch.now.as_millis();
         let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
