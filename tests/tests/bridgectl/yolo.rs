@@ -16,6 +16,8 @@ use crate::{ctl, hex_words, make};
 struct AtTerminal {
     child: Child,
     output: Arc<Mutex<String>>,
+    /// Reads the terminal's output until it closes.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl AtTerminal {
@@ -33,7 +35,7 @@ impl AtTerminal {
         let output = Arc::new(Mutex::new(String::new()));
         let mut stdout = child.stdout.take().unwrap();
         let sink = Arc::clone(&output);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buffer = [0u8; 1024];
             while let Ok(read) = stdout.read(&mut buffer) {
                 if read == 0 {
@@ -44,7 +46,11 @@ impl AtTerminal {
                     .push_str(&String::from_utf8_lossy(&buffer[..read]));
             }
         });
-        AtTerminal { child, output }
+        AtTerminal {
+            child,
+            output,
+            reader: Some(reader),
+        }
     }
 
     /// Waits (up to 20 s) until the terminal shows `text`; returns all shown.
@@ -79,7 +85,10 @@ impl AtTerminal {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        std::thread::sleep(Duration::from_millis(50));
+        // Everything shown, to the end: the output closes with the process.
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
         (status.code(), self.output.lock().unwrap().clone())
     }
 }
