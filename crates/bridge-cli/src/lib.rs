@@ -2,7 +2,8 @@
 //! behave alike (DESIGN.md §4).
 //!
 //! * [`StoreArgs`], [`RateLimitArgs`]: `--db` (`BRIDGE_DB`), `--key-file`
-//!   (`BRIDGE_KEY_FILE`), `--rate-limit` (`BRIDGE_RATE_LIMIT`), turned into
+//!   (`BRIDGE_KEY_FILE`), `--durability` (`BRIDGE_DURABILITY`),
+//!   `--rate-limit` (`BRIDGE_RATE_LIMIT`), turned into
 //!   [`StoreOptions`]. Flags win over the environment, which wins over the
 //!   defaults (clap's `env` feature).
 //! * [`LogArgs`]: `--log-format text|json` and `-v`, logging to stderr with
@@ -30,7 +31,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use bridge_core::{StoreOptions, config};
+use bridge_core::{Durability, StoreOptions, config};
 use clap::{Args, ValueEnum};
 
 /// Where the store is: `--db` and `--key-file` (before or after a
@@ -44,6 +45,21 @@ pub struct StoreArgs {
     /// The server key file [default: <database>.key]
     #[arg(long, global = true, env = "BRIDGE_KEY_FILE", value_name = "PATH")]
     pub key_file: Option<PathBuf>,
+
+    /// When a write is acknowledged: full (on stable storage) or normal
+    /// (handed to the OS: a power loss can lose the last writes)
+    #[arg(long, global = true, env = "BRIDGE_DURABILITY", value_enum, default_value_t = DurabilityArg::Full)]
+    pub durability: DurabilityArg,
+}
+
+/// `--durability`: when a write is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// Once on stable storage (each commit syncs the WAL).
+    #[default]
+    Full,
+    /// Once handed to the operating system.
+    Normal,
 }
 
 impl StoreArgs {
@@ -56,6 +72,10 @@ impl StoreArgs {
         };
         let mut options = StoreOptions::new(path);
         options.key_file.clone_from(&self.key_file);
+        options.durability = match self.durability {
+            DurabilityArg::Full => Durability::Full,
+            DurabilityArg::Normal => Durability::Normal,
+        };
         Ok(options)
     }
 }

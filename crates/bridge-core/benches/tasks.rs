@@ -130,10 +130,10 @@ async fn reassignment(
     let assignments = (0..tasks).map(|n| {
         let orchestrator = quiet[n % silent].credentials(SessionId::A);
         async move {
-            let task = NewTask {
-                title: format!("task {n}"),
-                body: format!("Do task {n}: the details an orchestrator would write."),
-            };
+            let task = NewTask::new(
+                format!("task {n}"),
+                format!("Do task {n}: the details an orchestrator would write."),
+            );
             store.assign_task(&orchestrator, task).await
         }
     });

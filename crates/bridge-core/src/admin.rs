@@ -34,11 +34,12 @@ pub struct SessionInfo {
     pub last_seen: Option<Timestamp>,
     /// Heard from within the liveness window.
     pub alive: bool,
-    /// Messages for it that it has not received yet.
+    /// Messages for it whose receipt it has not confirmed yet (new, or
+    /// handed out and pending).
     pub unread: u64,
-    /// The id of the last message it received.
+    /// The id of the last message whose receipt it confirmed.
     #[serde(skip)]
-    pub delivered_id: i64,
+    pub acked_id: i64,
 }
 
 /// A conversation, as the operator sees it.
@@ -107,13 +108,13 @@ pub struct AuditEntry {
 const CONVERSATIONS_SQL: &str = "
 SELECT c.id, c.role_a, c.role_b, c.team, c.created_at, c.expires_at,
        sa.status AS status_a, sa.last_heartbeat AS heartbeat_a, sa.last_seen AS seen_a,
-       sa.delivered_id AS delivered_a,
+       sa.acked_id AS acked_a,
        sb.status AS status_b, sb.last_heartbeat AS heartbeat_b, sb.last_seen AS seen_b,
-       sb.delivered_id AS delivered_b,
+       sb.acked_id AS acked_b,
        (SELECT count(*) FROM message AS m
-        WHERE m.conversation_id = c.id AND m.recipient = 'a' AND m.id > sa.delivered_id) AS unread_a,
+        WHERE m.conversation_id = c.id AND m.recipient = 'a' AND m.id > sa.acked_id) AS unread_a,
        (SELECT count(*) FROM message AS m
-        WHERE m.conversation_id = c.id AND m.recipient = 'b' AND m.id > sb.delivered_id) AS unread_b,
+        WHERE m.conversation_id = c.id AND m.recipient = 'b' AND m.id > sb.acked_id) AS unread_b,
        (SELECT count(*) FROM message AS m WHERE m.conversation_id = c.id) AS messages,
        (SELECT count(*) FROM task AS t
         WHERE t.conversation_id = c.id AND t.state IN ('open', 'in_progress')) AS open_tasks
@@ -134,11 +135,11 @@ struct ConversationRead {
     status_a: Option<String>,
     heartbeat_a: Option<i64>,
     seen_a: Option<i64>,
-    delivered_a: i64,
+    acked_a: i64,
     status_b: Option<String>,
     heartbeat_b: Option<i64>,
     seen_b: Option<i64>,
-    delivered_b: i64,
+    acked_b: i64,
     unread_a: i64,
     unread_b: i64,
     messages: i64,
@@ -158,7 +159,7 @@ impl ConversationRead {
                        heartbeat: Option<i64>,
                        seen: Option<i64>,
                        unread: i64,
-                       delivered_id: i64|
+                       acked_id: i64|
          -> Result<SessionInfo> {
             let heard = heartbeat.max(seen).map(Timestamp::from_millis);
             Ok(SessionInfo {
@@ -169,7 +170,7 @@ impl ConversationRead {
                 last_seen: seen.map(Timestamp::from_millis),
                 alive: heard.is_some_and(|heard| heard.age_at(now) < window),
                 unread: count(unread),
-                delivered_id,
+                acked_id,
             })
         };
         let expires_at = Timestamp::from_millis(self.expires_at);
@@ -187,7 +188,7 @@ impl ConversationRead {
                     self.heartbeat_a,
                     self.seen_a,
                     self.unread_a,
-                    self.delivered_a,
+                    self.acked_a,
                 )?,
                 session(
                     SessionId::B,
@@ -196,7 +197,7 @@ impl ConversationRead {
                     self.heartbeat_b,
                     self.seen_b,
                     self.unread_b,
-                    self.delivered_b,
+                    self.acked_b,
                 )?,
             ],
             messages: count(self.messages),
@@ -275,13 +276,13 @@ impl Store {
             .ok_or_else(|| Error::NoSuchConversation {
                 conversation_id: id.clone(),
             })?;
-        let delivered = |to: SessionId| info.sessions[usize::from(to == SessionId::B)].delivered_id;
+        let acked = |to: SessionId| info.sessions[usize::from(to == SessionId::B)].acked_id;
         let recent_messages = self
             .latest_messages(id, messages)
             .await?
             .into_iter()
             .map(|message| ShownMessage {
-                read: message.id <= delivered(message.to),
+                read: message.id <= acked(message.to),
                 message,
             })
             .collect();

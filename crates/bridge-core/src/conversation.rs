@@ -114,8 +114,8 @@ pub(crate) fn bounded_name(
 impl Store {
     /// Creates a conversation. The result carries both tokens, once.
     pub async fn create_conversation(&self, new: NewConversation) -> Result<CreatedConversation> {
-        let role_a = bounded_name("role_a", &new.role_a, ROLE_CHARS)?;
-        let role_b = bounded_name("role_b", &new.role_b, ROLE_CHARS)?;
+        let role_a = bounded_name("my_role", &new.role_a, ROLE_CHARS)?;
+        let role_b = bounded_name("partner_role", &new.role_b, ROLE_CHARS)?;
         let team = new
             .team
             .as_deref()
@@ -124,7 +124,7 @@ impl Store {
         let ttl = new.ttl.unwrap_or(self.options().default_ttl);
         if !TTL_RANGE.contains(&ttl) {
             return Err(Error::invalid(
-                "ttl",
+                "ttl_seconds",
                 format!(
                     "must be between 1 second and 365 days, got {} seconds",
                     ttl.as_secs_f64()

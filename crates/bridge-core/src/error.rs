@@ -192,14 +192,7 @@ impl Error {
         const SQLITE_READONLY: i64 = 8;
         const SQLITE_NOTADB: i64 = 26;
         let path = path.to_path_buf();
-        let code = match &error {
-            sqlx::Error::Database(db) => db
-                .code()
-                .and_then(|code| code.parse::<i64>().ok())
-                .map(|extended| extended & 0xff),
-            _ => None,
-        };
-        match code {
+        match sqlite_code(&error) {
             Some(SQLITE_BUSY) => Error::Locked {
                 path,
                 waited: busy_timeout,
@@ -214,6 +207,18 @@ impl Error {
                 path,
             },
         }
+    }
+}
+
+/// SQLite's primary result code of an engine error (the low byte of the
+/// extended code), if it is the database's own answer.
+pub(crate) fn sqlite_code(error: &sqlx::Error) -> Option<i64> {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .map(|extended| extended & 0xff),
+        _ => None,
     }
 }
 

@@ -36,6 +36,9 @@
 //!   `checkpoint`: WAL checkpoints in the background, off the write path.
 //! * `conversation`, `message`, `status`, `task`: the domain operations
 //!   (`task` also finds silent workers and reassigns their tasks).
+//! * `delivery`: consuming reads, whose messages stay pending until the
+//!   client confirms them, so that none is lost at a crash.
+//! * `idempotency`: keys that make a retried write store nothing twice.
 //! * `yolo`: command execution's gates in the store: the operator's switch
 //!   per conversation, the agent's settings, single-use approval tokens, and
 //!   the record of each command.
@@ -59,7 +62,9 @@ mod auth;
 mod checkpoint;
 pub mod config;
 mod conversation;
+mod delivery;
 mod error;
+mod idempotency;
 mod limit;
 mod lockfile;
 mod message;
@@ -77,12 +82,13 @@ pub use audit::{AuditReport, BadRow};
 pub use auth::{ConversationId, Credentials, SessionId, Token};
 pub use conversation::{CreatedConversation, NewConversation, ROLE_CHARS, TEAM_CHARS, TTL_RANGE};
 pub use error::{Error, Result};
+pub use idempotency::{IdempotencyKey, MAX_IDEMPOTENCY_KEY_CHARS};
 pub use message::{
     ActionType, InboxSummary, MAX_BODY_CHARS, MAX_FILE_CHARS, MAX_FILES, MAX_METADATA_CHARS,
     MAX_READ_LIMIT, Message, NewMessage, Sender, SentMessage,
 };
 pub use status::{SessionStatus, Status};
-pub use store::{Store, StoreOptions};
+pub use store::{Durability, Store, StoreOptions};
 pub use task::{
     MAX_NOTE_CHARS, MAX_TITLE_CHARS, NewTask, Reassignment, Task, TaskState, Worker, WorkerScan,
 };

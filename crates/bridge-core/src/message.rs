@@ -1,14 +1,14 @@
-//! Messages: sending (with redaction), and reading by delivery cursor.
+//! Messages: sending (with redaction and idempotency keys), and reading
+//! without consuming.
 //!
-//! Each session has a delivery cursor: the id of the last message handed to
-//! it by a consuming read. [`Store::check`] returns the messages after the
-//! cursor and moves the cursor past them in one transaction, so two readers
-//! of one session never both get a message and never skip one;
-//! [`Store::peek`] returns them without moving it; [`Store::history`] reads
-//! by id whatever the cursor says. Reading never deletes.
+//! [`Store::send`] stores a message for the partner session. Consuming reads,
+//! which hand messages out and move the session's cursors, are in `delivery`;
+//! here are the reads that change nothing: [`Store::peek`] (what the session
+//! has not confirmed yet), [`Store::peek_after`] (from a place the reader
+//! keeps itself), [`Store::history`] (by id, both directions, whatever the
+//! cursors say). Reading never deletes.
 //!
-//! A check that finds nothing writes nothing: it is one read statement, and
-//! only the session's `last_seen` is refreshed, at most once per
+//! A read refreshes only the session's `last_seen`, at most once per
 //! [`StoreOptions::last_seen_resolution`](crate::StoreOptions::last_seen_resolution).
 
 use std::fmt;
@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::{ConversationId, Credentials, SessionId};
 use crate::error::{Error, Result};
+use crate::idempotency::{IdempotencyKey, Idempotent, Tool};
 use crate::redact;
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -163,6 +164,9 @@ pub struct NewMessage {
     pub files_involved: Vec<String>,
     /// Free-form metadata, a JSON object of at most [`MAX_METADATA_CHARS`].
     pub metadata: Option<Map<String, Value>>,
+    /// With a key, a retry of the same message by the same session stores
+    /// nothing and returns the first one's result.
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 impl NewMessage {
@@ -184,6 +188,9 @@ pub struct SentMessage {
     pub created_at: Timestamp,
     /// The kinds of secret that were redacted before storing; empty if none.
     pub redactions: Vec<&'static str>,
+    /// The message was sent before, under the same idempotency key: nothing
+    /// was stored this time.
+    pub replayed: bool,
 }
 
 impl SentMessage {
@@ -216,10 +223,14 @@ pub struct Message {
     pub redacted: bool,
     /// When it was stored.
     pub created_at: Timestamp,
+    /// Handed to the session before, without its receipt being confirmed:
+    /// it may have been seen already (see [`Store::deliver`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub redelivered: bool,
 }
 
 /// Checks a read limit: 1 to [`MAX_READ_LIMIT`].
-fn read_limit(limit: u32) -> Result<u32> {
+pub(crate) fn read_limit(limit: u32) -> Result<u32> {
     if (1..=MAX_READ_LIMIT).contains(&limit) {
         Ok(limit)
     } else {
@@ -243,7 +254,7 @@ fn no_nul(field: &'static str, text: &str) -> Result<()> {
 fn prepare(
     credentials: &Credentials,
     message: NewMessage,
-) -> Result<(MessageRow, Vec<&'static str>)> {
+) -> Result<(MessageRow, Vec<&'static str>, Option<Idempotent>)> {
     let chars = message.body.chars().count();
     if message.body.trim().is_empty() {
         return Err(Error::invalid("message", "must not be empty"));
@@ -274,6 +285,15 @@ fn prepare(
         }
         no_nul("files_involved", path)?;
     }
+    let idempotent = message.idempotency_key.as_ref().map(|key| {
+        let request = (
+            &message.body,
+            message.action_type.as_str(),
+            &message.files_involved,
+            &message.metadata,
+        );
+        Idempotent::new(credentials, key, Tool::Send, &request)
+    });
 
     let redaction = redact::redact(&message.body);
     let mut kinds = redaction.kinds.clone();
@@ -307,7 +327,7 @@ fn prepare(
         metadata,
         !kinds.is_empty(),
     );
-    Ok((row, kinds))
+    Ok((row, kinds, idempotent))
 }
 
 impl Store {
@@ -318,53 +338,33 @@ impl Store {
         credentials: &Credentials,
         message: NewMessage,
     ) -> Result<SentMessage> {
-        let (row, redactions) = prepare(credentials, message)?;
-        let (id, created_at) = self
+        let (row, redactions, idempotent) = prepare(credentials, message)?;
+        let sent = self
             .submit(SendOp {
                 credentials: credentials.clone(),
                 row,
+                idempotent,
             })
             .await?;
         tracing::debug!(
             conversation_id = %credentials.conversation_id,
             session = %credentials.session,
-            message_id = id,
+            message_id = sent.id,
             redacted = !redactions.is_empty(),
+            replayed = sent.replayed,
             "message sent"
         );
         Ok(SentMessage {
-            id,
-            created_at,
+            id: sent.id,
+            created_at: sent.created_at,
             redactions,
+            replayed: sent.replayed,
         })
     }
 
-    /// Returns up to `limit` messages after the session's delivery cursor, in
-    /// id order, and moves the cursor past them.
-    pub async fn check(&self, credentials: &Credentials, limit: u32) -> Result<Vec<Message>> {
-        let limit = read_limit(limit)?;
-        loop {
-            let inbox = self.inbox(credentials, None, limit).await?;
-            let (Some(first), Some(last)) = (inbox.messages.first(), inbox.messages.last()) else {
-                self.touch(credentials, inbox.last_seen, inbox.now).await?;
-                return Ok(Vec::new());
-            };
-            let consume = ConsumeOp {
-                credentials: credentials.clone(),
-                expected: inbox.delivered_id,
-                first: first.id,
-                last: last.id,
-                count: inbox.messages.len(),
-            };
-            if self.submit(consume).await? {
-                return Ok(inbox.messages);
-            }
-            // Another reader of this session took them first: look again.
-        }
-    }
-
-    /// Returns up to `limit` messages after the session's delivery cursor,
-    /// without moving it.
+    /// Returns up to `limit` messages whose receipt the session has not
+    /// confirmed (new ones, and any handed out but pending), without
+    /// handing them out.
     pub async fn peek(&self, credentials: &Credentials, limit: u32) -> Result<Vec<Message>> {
         let inbox = self.inbox(credentials, None, read_limit(limit)?).await?;
         self.touch(credentials, inbox.last_seen, inbox.now).await?;
@@ -387,8 +387,8 @@ impl Store {
         Ok(inbox.messages)
     }
 
-    /// How many messages wait for the session, and the newest id addressed to
-    /// it, without reading them.
+    /// How many messages wait for the session (not yet confirmed), and the
+    /// newest id addressed to it, without reading them.
     pub async fn inbox_summary(&self, credentials: &Credentials) -> Result<InboxSummary> {
         let now = Timestamp::now();
         let row: Option<SummaryRow> = sqlx::query_as(SUMMARY_SQL)
@@ -412,6 +412,7 @@ impl Store {
         self.touch(credentials, row.last_seen, now).await?;
         Ok(InboxSummary {
             unread: u64::try_from(row.unread).unwrap_or(0),
+            acked_id: row.acked_id,
             delivered_id: row.delivered_id,
             newest_id: row.newest_id,
         })
@@ -427,6 +428,12 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Message>> {
         let limit = read_limit(limit)?;
+        if let Some(since_id) = since_id.filter(|id| *id < 0) {
+            return Err(Error::invalid(
+                "since_id",
+                format!("must be a message id, 0 or more, got {since_id}"),
+            ));
+        }
         let now = Timestamp::now();
         let query = match since_id {
             Some(_) => HISTORY_SINCE_SQL,
@@ -481,7 +488,6 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         Ok(Inbox {
             messages,
-            delivered_id: first.map_or(0, |row| row.delivered_id),
             last_seen: first.and_then(|row| row.last_seen),
             now,
         })
@@ -491,9 +497,11 @@ impl Store {
 /// What waits for a session, from [`Store::inbox_summary`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct InboxSummary {
-    /// Messages after the delivery cursor.
+    /// Messages whose receipt the session has not confirmed.
     pub unread: u64,
-    /// The delivery cursor: the last message handed out by a consuming read.
+    /// The last message whose receipt the session confirmed.
+    pub acked_id: i64,
+    /// The last message handed out by a consuming read (confirmed or not).
     pub delivered_id: i64,
     /// The newest message addressed to the session (0 if none).
     pub newest_id: i64,
@@ -504,9 +512,9 @@ pub struct InboxSummary {
 const SUMMARY_SQL: &str = "
 SELECT c.expires_at,
        CASE ?2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
-       s.last_seen, s.delivered_id,
+       s.last_seen, s.acked_id, s.delivered_id,
        (SELECT count(*) FROM message
-        WHERE conversation_id = ?1 AND recipient = ?2 AND id > s.delivered_id) AS unread,
+        WHERE conversation_id = ?1 AND recipient = ?2 AND id > s.acked_id) AS unread,
        coalesce((SELECT max(id) FROM message
                  WHERE conversation_id = ?1 AND recipient = ?2), 0) AS newest_id
 FROM conversation AS c
@@ -518,6 +526,7 @@ struct SummaryRow {
     expires_at: i64,
     digest: Vec<u8>,
     last_seen: Option<i64>,
+    acked_id: i64,
     delivered_id: i64,
     unread: i64,
     newest_id: i64,
@@ -526,22 +535,21 @@ struct SummaryRow {
 /// The session's unread messages and what the read saw of the session.
 struct Inbox {
     messages: Vec<Message>,
-    delivered_id: i64,
     last_seen: Option<i64>,
     now: Timestamp,
 }
 
 /// A message read: the caller's credentials row (token digest, expiry, its
-/// session's cursor and `last_seen`) joined with the messages that `$messages`
-/// selects, in id order; a single row of NULL message columns if there are
-/// none, and no row at all if the conversation does not exist. Binds: ?1
-/// conversation, ?2 session, then the parameters of `$messages`.
+/// session's cursors and `last_seen`) joined with the messages that
+/// `$messages` selects, in id order; a single row of NULL message columns if
+/// there are none, and no row at all if the conversation does not exist.
+/// Binds: ?1 conversation, ?2 session, then the parameters of `$messages`.
 macro_rules! message_read {
     ($messages:literal) => {
         concat!(
             "SELECT c.expires_at,
                     CASE ?2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
-                    s.last_seen, s.delivered_id,
+                    s.last_seen, s.delivered_id, s.acked_id,
                     m.id, m.sender, m.recipient, m.body, m.action_type, m.files_involved,
                     m.metadata, m.redacted, m.created_at
              FROM conversation AS c
@@ -555,12 +563,14 @@ macro_rules! message_read {
     };
 }
 
-/// Messages for the session after its cursor, at most ?3.
-/// With ?4 an id, the messages after it instead, whatever the cursor says.
+pub(crate) use message_read;
+
+/// Messages for the session that it has not confirmed, at most ?3.
+/// With ?4 an id, the messages after it instead, whatever the cursors say.
 const INBOX_SQL: &str = message_read!(
     "SELECT * FROM message
      WHERE conversation_id = ?1 AND recipient = ?2
-       AND id > coalesce(?4, (SELECT delivered_id FROM session
+       AND id > coalesce(?4, (SELECT acked_id FROM session
                               WHERE conversation_id = ?1 AND session = ?2))
      ORDER BY id LIMIT ?3"
 );
@@ -624,11 +634,12 @@ impl Store {
 /// One row of a message read: the caller's credentials columns and,
 /// optionally, one message.
 #[derive(sqlx::FromRow)]
-struct MessageRowRead {
+pub(crate) struct MessageRowRead {
     expires_at: i64,
     digest: Vec<u8>,
-    last_seen: Option<i64>,
-    delivered_id: i64,
+    pub(crate) last_seen: Option<i64>,
+    pub(crate) delivered_id: i64,
+    pub(crate) acked_id: i64,
     id: Option<i64>,
     sender: Option<String>,
     recipient: Option<String>,
@@ -641,12 +652,16 @@ struct MessageRowRead {
 }
 
 impl MessageRowRead {
-    fn auth(&self) -> (&[u8], Timestamp) {
+    pub(crate) fn auth(&self) -> (&[u8], Timestamp) {
         (&self.digest, Timestamp::from_millis(self.expires_at))
     }
 
     /// The message on this row, if there is one.
-    fn message(&self, path: &Path, conversation_id: &ConversationId) -> Result<Option<Message>> {
+    pub(crate) fn message(
+        &self,
+        path: &Path,
+        conversation_id: &ConversationId,
+    ) -> Result<Option<Message>> {
         let Some(id) = self.id else {
             return Ok(None);
         };
@@ -678,6 +693,7 @@ impl MessageRowRead {
                 .map_err(|_| corrupt("metadata"))?,
             redacted: self.redacted.unwrap_or(false),
             created_at: Timestamp::from_millis(self.created_at.ok_or_else(|| corrupt("time"))?),
+            redelivered: false,
         }))
     }
 }
@@ -685,17 +701,37 @@ impl MessageRowRead {
 struct SendOp {
     credentials: Credentials,
     row: MessageRow,
+    idempotent: Option<Idempotent>,
+}
+
+/// What a [`SendOp`] did.
+struct Sent {
+    id: i64,
+    created_at: Timestamp,
+    replayed: bool,
 }
 
 impl Operation for SendOp {
-    type Output = (i64, Timestamp);
+    type Output = Sent;
 
     fn lookups(&self, out: &mut Lookups) {
         out.session(&self.credentials.conversation_id, self.credentials.session);
+        if let Some(idempotent) = &self.idempotent {
+            idempotent.lookups(out);
+        }
     }
 
-    fn apply(&self, batch: &mut Batch<'_>) -> Result<(i64, Timestamp)> {
+    fn apply(&self, batch: &mut Batch<'_>) -> Result<Sent> {
         batch.authenticate(&self.credentials)?;
+        if let Some(idempotent) = &self.idempotent
+            && let Some(replay) = idempotent.replay(batch)?
+        {
+            return Ok(Sent {
+                id: replay.result_id,
+                created_at: Timestamp::from_millis(replay.created_at),
+                replayed: true,
+            });
+        }
         batch.check_write(&self.credentials)?;
         let row = self.row.clone();
         let detail = serde_json::json!({
@@ -705,6 +741,9 @@ impl Operation for SendOp {
             "redacted": row.redacted,
         });
         let (id, at) = batch.insert_message(row);
+        if let Some(idempotent) = &self.idempotent {
+            idempotent.record(batch, id);
+        }
         let mut detail = detail;
         detail["message_id"] = id.into();
         batch.audit(
@@ -713,48 +752,10 @@ impl Operation for SendOp {
             "message_sent",
             detail,
         );
-        Ok((id, at))
-    }
-}
-
-/// Moves the cursor from `expected` to `last`, unless another reader moved it
-/// first (then returns `false` and changes nothing).
-struct ConsumeOp {
-    credentials: Credentials,
-    expected: i64,
-    first: i64,
-    last: i64,
-    count: usize,
-}
-
-impl Operation for ConsumeOp {
-    type Output = bool;
-
-    fn lookups(&self, out: &mut Lookups) {
-        out.session(&self.credentials.conversation_id, self.credentials.session);
-    }
-
-    fn apply(&self, batch: &mut Batch<'_>) -> Result<bool> {
-        batch.authenticate(&self.credentials)?;
-        let (conversation_id, session) =
-            (&self.credentials.conversation_id, self.credentials.session);
-        let Some(row) = batch.session_mut(conversation_id, session) else {
-            return Ok(false);
-        };
-        if row.delivered_id != self.expected {
-            return Ok(false);
-        }
-        row.delivered_id = self.last;
-        batch.audit(
-            Some(conversation_id),
-            Some(session),
-            "messages_read",
-            serde_json::json!({
-                "count": self.count,
-                "first_id": self.first,
-                "last_id": self.last,
-            }),
-        );
-        Ok(true)
+        Ok(Sent {
+            id,
+            created_at: at,
+            replayed: false,
+        })
     }
 }

@@ -71,6 +71,33 @@ pub struct StoreOptions {
     /// How often change notification looks at the files when the file system
     /// sends no events (the safety net of [`Store::subscribe`]).
     pub poll_interval: Duration,
+    /// When a write is acknowledged: once on stable storage, or once handed
+    /// to the operating system.
+    pub durability: Durability,
+}
+
+/// When a write is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Once it is on stable storage: each commit waits for the WAL to be
+    /// synced (`synchronous = FULL`), so a power loss or a kernel panic
+    /// loses no acknowledged write. Group commit pays one sync per batch.
+    #[default]
+    Full,
+    /// Once the operating system has it (`synchronous = NORMAL`): a crash of
+    /// the process loses nothing, a power loss can lose the last commits
+    /// (never the database's integrity).
+    Normal,
+}
+
+impl Durability {
+    fn synchronous(self) -> SqliteSynchronous {
+        match self {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        }
+    }
 }
 
 impl StoreOptions {
@@ -88,6 +115,7 @@ impl StoreOptions {
             last_seen_resolution: Duration::from_secs(5),
             default_ttl: config::DEFAULT_TTL,
             poll_interval: Duration::from_secs(1),
+            durability: Durability::Full,
         }
     }
 
@@ -225,7 +253,7 @@ impl Store {
             .filename(&path)
             .create_if_missing(false)
             .foreign_keys(true)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(options.durability.synchronous())
             .busy_timeout(options.busy_timeout)
             // Checkpoints run in the background (see `checkpoint`); after one,
             // a WAL grown by a burst is cut back to this size.

@@ -31,6 +31,7 @@ use serde::Serialize;
 use crate::auth::{ConversationId, Credentials, SessionId};
 use crate::conversation::bounded_name;
 use crate::error::{Error, Result};
+use crate::idempotency::{IdempotencyKey, Idempotent, Tool};
 use crate::message::MAX_BODY_CHARS;
 use crate::redact;
 use crate::status::Status;
@@ -111,11 +112,26 @@ impl fmt::Display for TaskState {
 
 /// A task to assign.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NewTask {
     /// A title, 1 to 200 characters.
     pub title: String,
     /// What to do, at most 50 000 characters.
     pub body: String,
+    /// With a key, a retry of the same assignment by the same session
+    /// assigns nothing and returns the first one's task.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl NewTask {
+    /// A task with `title` and `body`, without an idempotency key.
+    pub fn new(title: impl Into<String>, body: impl Into<String>) -> NewTask {
+        NewTask {
+            title: title.into(),
+            body: body.into(),
+            idempotency_key: None,
+        }
+    }
 }
 
 /// A task as stored.
@@ -244,13 +260,40 @@ impl Store {
             return Err(Error::invalid("body", "must not be empty"));
         }
         let (body, body_redacted) = task_text("body", &task.body, MAX_BODY_CHARS)?;
-        self.submit(AssignOp {
-            credentials: credentials.clone(),
-            title,
-            body,
-            redacted: title_redacted || body_redacted,
-        })
-        .await
+        let idempotent = task.idempotency_key.as_ref().map(|key| {
+            Idempotent::new(
+                credentials,
+                key,
+                Tool::AssignTask,
+                &(&task.title, &task.body),
+            )
+        });
+        let assigned = self
+            .submit(AssignOp {
+                credentials: credentials.clone(),
+                title,
+                body,
+                redacted: title_redacted || body_redacted,
+                idempotent,
+            })
+            .await?;
+        match assigned {
+            Assigned::New(task) => Ok(task),
+            Assigned::Before(id) => self.task_by_id(id).await?.ok_or(Error::NoSuchTask {
+                conversation_id: credentials.conversation_id.clone(),
+                task_id: id,
+            }),
+        }
+    }
+
+    /// The task `id`, wherever it is now, if it exists.
+    async fn task_by_id(&self, id: i64) -> Result<Option<Task>> {
+        let row: Option<TaskRead> = sqlx::query_as(TASK_SQL)
+            .bind(id)
+            .fetch_optional(self.readers())
+            .await
+            .map_err(|error| self.shared().sqlx_error(error))?;
+        row.map_or(Ok(None), |row| row.task(self.path()))
     }
 
     /// The tasks assigned to the caller's conversation, oldest first, in one
@@ -516,6 +559,14 @@ LEFT JOIN (SELECT * FROM task WHERE conversation_id = ?1 AND (?3 IS NULL OR stat
 WHERE c.id = ?1
 ORDER BY t.id";
 
+/// Task ?1, in the shape of [`TaskRead`] (whose credentials columns go
+/// unused here).
+const TASK_SQL: &str = "
+SELECT 0 AS expires_at, x'' AS digest, NULL AS last_seen,
+       id, team, conversation_id, title, body, state, attempts, unassigned, note, redacted,
+       created_at, updated_at
+FROM task WHERE id = ?1";
+
 /// The open and in-progress tasks held by conversation ?1.
 const HELD_SQL: &str = "
 SELECT 0 AS expires_at, x'' AS digest, NULL AS last_seen,
@@ -647,17 +698,35 @@ struct AssignOp {
     title: String,
     body: String,
     redacted: bool,
+    idempotent: Option<Idempotent>,
+}
+
+/// What an [`AssignOp`] did.
+enum Assigned {
+    /// Assigned this task.
+    New(Task),
+    /// Nothing: the same assignment made this task before, under the same
+    /// idempotency key.
+    Before(i64),
 }
 
 impl Operation for AssignOp {
-    type Output = Task;
+    type Output = Assigned;
 
     fn lookups(&self, out: &mut Lookups) {
         out.session(&self.credentials.conversation_id, self.credentials.session);
+        if let Some(idempotent) = &self.idempotent {
+            idempotent.lookups(out);
+        }
     }
 
-    fn apply(&self, batch: &mut Batch<'_>) -> Result<Task> {
+    fn apply(&self, batch: &mut Batch<'_>) -> Result<Assigned> {
         batch.authenticate(&self.credentials)?;
+        if let Some(idempotent) = &self.idempotent
+            && let Some(replay) = idempotent.replay(batch)?
+        {
+            return Ok(Assigned::Before(replay.result_id));
+        }
         batch.check_write(&self.credentials)?;
         let conversation_id = &self.credentials.conversation_id;
         let team = batch
@@ -683,7 +752,13 @@ impl Operation for AssignOp {
             "task_assigned",
             serde_json::json!({ "task_id": id, "redacted": self.redacted }),
         );
-        batch.task(id).map(Task::from).ok_or(Error::Closed)
+        if let Some(idempotent) = &self.idempotent {
+            idempotent.record(batch, id);
+        }
+        batch
+            .task(id)
+            .map(|task| Assigned::New(Task::from(task)))
+            .ok_or(Error::Closed)
     }
 }
 

@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::{self, GENESIS_HASH};
 use crate::auth::{ConversationId, Credentials, SessionId};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, sqlite_code};
 use crate::message::Sender;
 use crate::status::Status;
 use crate::store::{AuthFailure, Shared};
@@ -68,11 +68,32 @@ const REMEMBERED_SESSIONS: usize = 4096;
 /// Likewise for tasks, which carry their bodies (up to 50 000 characters).
 const REMEMBERED_TASKS: usize = 1024;
 
+/// Likewise for idempotency keys (see [`State::idempotency`]).
+const REMEMBERED_KEYS: usize = 4096;
+
 /// The message of the guard's error (see the `writer_guard` trigger).
 const STALE: &str = "mcp-bridge: stale writer state";
 
 /// A (conversation, session) pair whose rows an operation reads.
 pub(crate) type Key = (ConversationId, SessionId);
+
+/// An idempotency key of a session: its conversation, the session, and the
+/// SHA-256 of the key the client chose.
+pub(crate) type IdempotencySlot = (ConversationId, SessionId, [u8; 32]);
+
+/// A write recorded under an idempotency key.
+#[derive(Clone, Debug)]
+pub(crate) struct IdempotencyRow {
+    /// The tool that wrote it: `send_to_partner` or `assign_task`.
+    pub(crate) tool: String,
+    /// The SHA-256 of the request it came with.
+    pub(crate) request_digest: [u8; 32],
+    /// The message or task id it returned.
+    pub(crate) result_id: i64,
+    pub(crate) created_at: i64,
+    /// Recorded by this batch.
+    new: bool,
+}
 
 /// The rows the operations of a batch need: sessions (with their
 /// conversation), tasks, command-execution settings and approval tokens.
@@ -82,6 +103,7 @@ pub(crate) struct Lookups {
     tasks: Vec<i64>,
     yolo: Vec<ConversationId>,
     approvals: Vec<String>,
+    idempotency: Vec<IdempotencySlot>,
 }
 
 impl Lookups {
@@ -105,6 +127,11 @@ impl Lookups {
         self.approvals.push(digest.to_owned());
     }
 
+    /// The write recorded under an idempotency key, if any.
+    pub(crate) fn idempotency(&mut self, key: &IdempotencySlot) {
+        self.idempotency.push(key.clone());
+    }
+
     fn tidy(&mut self) {
         self.sessions.sort();
         self.sessions.dedup();
@@ -114,6 +141,8 @@ impl Lookups {
         self.yolo.dedup();
         self.approvals.sort();
         self.approvals.dedup();
+        self.idempotency.sort();
+        self.idempotency.dedup();
     }
 
     /// The JSON parameters of the state query.
@@ -123,11 +152,19 @@ impl Lookups {
             .iter()
             .map(|(conversation, session)| (conversation.as_str(), session.as_str()))
             .collect();
+        let keys: Vec<(&str, &str, String)> = self
+            .idempotency
+            .iter()
+            .map(|(conversation, session, digest)| {
+                (conversation.as_str(), session.as_str(), hex::encode(digest))
+            })
+            .collect();
         LookupJson {
             sessions: to_json(&sessions),
             tasks: to_json(&self.tasks),
             yolo: to_json(&self.yolo),
             approvals: to_json(&self.approvals),
+            idempotency: to_json(&keys),
         }
     }
 }
@@ -138,6 +175,7 @@ struct LookupJson {
     tasks: String,
     yolo: String,
     approvals: String,
+    idempotency: String,
 }
 
 /// A state change that the writer applies inside a batch.
@@ -393,22 +431,19 @@ impl WriterTask {
                     }
                     // Stale: the lock is held and the fresh rows are here.
                     Err(FastFailure::Stale(rows)) => rows,
+                    // An idempotency key used before this writer remembered
+                    // it (see `State::idempotency`): the slow path reads it.
+                    Err(FastFailure::Failed(error)) if is_constraint(&error) => {
+                        self.abandon(&error).await;
+                        self.read_or_abandon(&lookup_json).await?
+                    }
                     Err(FastFailure::Failed(error)) => {
                         self.abandon(&error).await;
                         return Err(Failure::Write(shared.sqlx_error(error)));
                     }
                 }
             }
-            None => match self
-                .read_phase(&lookup_json, shared.options.busy_timeout)
-                .await
-            {
-                Ok(rows) => rows,
-                Err(error) => {
-                    self.abandon(&error).await;
-                    return Err(Failure::Read(shared.sqlx_error(error)));
-                }
-            },
+            None => self.read_or_abandon(&lookup_json).await?,
         };
 
         let state = match State::from_rows(&shared, &lookups, &fresh_rows) {
@@ -432,6 +467,18 @@ impl WriterTask {
             Err(error) => {
                 self.abandon(&error).await;
                 Err(Failure::Write(shared.sqlx_error(error)))
+            }
+        }
+    }
+
+    /// The slow path's first round trip; on failure, cleans up.
+    async fn read_or_abandon(&mut self, lookups: &LookupJson) -> Result<Vec<SqliteRow>, Failure> {
+        let busy_timeout = self.shared.options.busy_timeout;
+        match self.read_phase(lookups, busy_timeout).await {
+            Ok(rows) => Ok(rows),
+            Err(error) => {
+                self.abandon(&error).await;
+                Err(Failure::Read(self.shared.sqlx_error(error)))
             }
         }
     }
@@ -460,6 +507,7 @@ impl WriterTask {
                 .bind(lookups.tasks.as_str())
                 .bind(lookups.yolo.as_str())
                 .bind(lookups.approvals.as_str())
+                .bind(lookups.idempotency.as_str())
                 .fetch_all(self.connection()?)
                 .await;
             match rows {
@@ -483,6 +531,7 @@ impl WriterTask {
             .bind(lookups.tasks.as_str())
             .bind(lookups.yolo.as_str())
             .bind(lookups.approvals.as_str())
+            .bind(lookups.idempotency.as_str())
             .bind(data_version)
             .bind(params.conversations.as_str())
             .bind(params.conversations.as_str())
@@ -491,6 +540,7 @@ impl WriterTask {
             .bind(params.new_assignments.as_str())
             .bind(params.ended_assignments.as_str())
             .bind(params.messages.as_str())
+            .bind(params.idempotency.as_str())
             .bind(params.sessions.as_str())
             .bind(params.rekeys.as_str())
             .bind(params.yolo.as_str())
@@ -524,6 +574,7 @@ impl WriterTask {
             .bind(params.new_assignments)
             .bind(params.ended_assignments)
             .bind(params.messages)
+            .bind(params.idempotency)
             .bind(params.sessions)
             .bind(params.rekeys)
             .bind(params.yolo)
@@ -568,13 +619,13 @@ impl WriterTask {
 /// WAL mode only taking the write lock can be busy.)
 fn is_busy(error: &sqlx::Error) -> bool {
     const SQLITE_BUSY: i64 = 5;
-    match error {
-        sqlx::Error::Database(error) => error
-            .code()
-            .and_then(|code| code.parse::<i64>().ok())
-            .is_some_and(|code| code & 0xff == SQLITE_BUSY),
-        _ => false,
-    }
+    sqlite_code(error) == Some(SQLITE_BUSY)
+}
+
+/// Whether `error` is a violated constraint (SQLite's `SQLITE_CONSTRAINT`).
+fn is_constraint(error: &sqlx::Error) -> bool {
+    const SQLITE_CONSTRAINT: i64 = 19;
+    sqlite_code(error) == Some(SQLITE_CONSTRAINT)
 }
 
 /// Waiting for another process's write lock, by the writer itself rather
@@ -649,7 +700,8 @@ macro_rules! state_query {
             s.status_at,
             s.last_heartbeat,
             s.last_seen,
-            s.delivered_id
+            s.delivered_id,
+            s.acked_id
         FROM (SELECT 1) AS heads
         LEFT JOIN json_each(?) AS k
         LEFT JOIN conversation AS c ON c.id = k.value ->> 0
@@ -668,7 +720,15 @@ macro_rules! state_query {
                a.created_at AS approval_created_at, a.expires_at AS approval_expires_at,
                a.used_at AS approval_used_at
         FROM json_each(?) AS k
-        LEFT JOIN approval AS a ON a.digest = unhex(k.value);"
+        LEFT JOIN approval AS a ON a.digest = unhex(k.value);
+        SELECT k.value ->> 0 AS idem_conversation, k.value ->> 1 AS idem_session,
+               k.value ->> 2 AS idem_key, i.tool AS idem_tool,
+               hex(i.request_digest) AS idem_request, i.result_id AS idem_result,
+               i.created_at AS idem_at
+        FROM json_each(?) AS k
+        JOIN idempotency AS i ON i.conversation_id = k.value ->> 0
+                             AND i.session = k.value ->> 1
+                             AND i.key_digest = unhex(k.value ->> 2);"
     };
 }
 
@@ -714,12 +774,18 @@ macro_rules! writes {
             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
                    value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9
             FROM json_each(?);
+        INSERT INTO idempotency (conversation_id, session, key_digest, tool, request_digest,
+                                 result_id, created_at)
+            SELECT value ->> 0, value ->> 1, unhex(value ->> 2), value ->> 3, unhex(value ->> 4),
+                   value ->> 5, value ->> 6
+            FROM json_each(?);
         UPDATE session
             SET status = u.value ->> 'status',
                 status_at = u.value ->> 'status_at',
                 last_heartbeat = u.value ->> 'last_heartbeat',
                 last_seen = u.value ->> 'last_seen',
-                delivered_id = u.value ->> 'delivered_id'
+                delivered_id = u.value ->> 'delivered_id',
+                acked_id = u.value ->> 'acked_id'
             FROM json_each(?) AS u
             WHERE session.conversation_id = u.value ->> 'conversation_id'
               AND session.session = u.value ->> 'session';
@@ -780,6 +846,8 @@ struct Params {
     new_assignments: String,
     ended_assignments: String,
     messages: String,
+    /// Writes recorded under idempotency keys.
+    idempotency: String,
     sessions: String,
     /// New token digests: `{id, a, b}` per conversation, hex or null.
     rekeys: String,
@@ -899,7 +967,10 @@ pub(crate) struct SessionRow {
     pub(crate) status_at: Option<i64>,
     pub(crate) last_heartbeat: Option<i64>,
     pub(crate) last_seen: Option<i64>,
+    /// The highest message id ever handed to this session.
     pub(crate) delivered_id: i64,
+    /// The last message confirmed as received.
+    pub(crate) acked_id: i64,
 }
 
 /// A task as the writer sees it: read by a state query (or inserted by the
@@ -1043,6 +1114,11 @@ struct State {
     /// Approval tokens looked up, by digest; `None` where there is none.
     /// Not carried to the next batch.
     approvals: HashMap<String, Option<ApprovalRow>>,
+    /// Idempotency keys looked up or recorded. Unlike the rest, a key
+    /// missing here counts as unused even on the fast path: the table's
+    /// primary key is the check, and a batch that finds the key taken after
+    /// all is run again on the slow path, whose state query reads it.
+    idempotency: HashMap<IdempotencySlot, Option<IdempotencyRow>>,
 }
 
 impl State {
@@ -1092,8 +1168,18 @@ impl State {
                 .iter()
                 .map(|digest| (digest.clone(), None))
                 .collect(),
+            idempotency: lookups
+                .idempotency
+                .iter()
+                .map(|key| (key.clone(), None))
+                .collect(),
         };
         for row in rows {
+            if row.try_column("idem_key").is_ok() {
+                let (key, found) = idempotency_from_row(row).map_err(corrupt)?;
+                state.idempotency.insert(key, Some(found));
+                continue;
+            }
             if row.try_column("yolo_key").is_ok() {
                 if let Some(yolo) = yolo_from_row(row).map_err(corrupt)? {
                     state.yolo.insert(yolo.conversation_id.clone(), Some(yolo));
@@ -1139,6 +1225,7 @@ impl State {
                 last_heartbeat: row.try_get("last_heartbeat").map_err(corrupt)?,
                 last_seen: row.try_get("last_seen").map_err(corrupt)?,
                 delivered_id: row.try_get("delivered_id").map_err(corrupt)?,
+                acked_id: row.try_get("acked_id").map_err(corrupt)?,
             };
             state.sessions.insert(key, Some(session_row));
         }
@@ -1191,6 +1278,34 @@ fn yolo_from_row(row: &SqliteRow) -> Result<Option<YoloRow>, sqlx::Error> {
             .transpose()
             .map_err(decode)?,
     }))
+}
+
+/// A row of the state query's idempotency statement (only keys found have
+/// one).
+fn idempotency_from_row(row: &SqliteRow) -> Result<(IdempotencySlot, IdempotencyRow), sqlx::Error> {
+    let decode = |error: Error| sqlx::Error::Decode(Box::new(error));
+    let digest = |column: &str| -> Result<[u8; 32], sqlx::Error> {
+        let text: String = row.try_get(column)?;
+        let mut bytes = [0_u8; 32];
+        hex::decode_to_slice(&text, &mut bytes)
+            .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+        Ok(bytes)
+    };
+    let conversation_id: String = row.try_get("idem_conversation")?;
+    let session: String = row.try_get("idem_session")?;
+    let key = (
+        conversation_id.parse().map_err(decode)?,
+        session.parse().map_err(decode)?,
+        digest("idem_key")?,
+    );
+    let found = IdempotencyRow {
+        tool: row.try_get("idem_tool")?,
+        request_digest: digest("idem_request")?,
+        result_id: row.try_get("idem_result")?,
+        created_at: row.try_get("idem_at")?,
+        new: false,
+    };
+    Ok((key, found))
 }
 
 /// A row of the state query's approval statement; `None` if no token has
@@ -1306,6 +1421,30 @@ impl<'a> Batch<'a> {
     /// Removes approval tokens by id.
     pub(crate) fn delete_approvals(&mut self, ids: impl IntoIterator<Item = i64>) {
         self.approval_deletions.extend(ids);
+    }
+
+    /// The write recorded under an idempotency key, if the key was used.
+    pub(crate) fn idempotent(&self, key: &IdempotencySlot) -> Option<&IdempotencyRow> {
+        self.state.idempotency.get(key).and_then(Option::as_ref)
+    }
+
+    /// Records that `tool` returned `result_id` for the request of digest
+    /// `request_digest` under `key`.
+    pub(crate) fn record_idempotent(
+        &mut self,
+        key: IdempotencySlot,
+        tool: &str,
+        request_digest: [u8; 32],
+        result_id: i64,
+    ) {
+        let row = IdempotencyRow {
+            tool: tool.to_owned(),
+            request_digest,
+            result_id,
+            created_at: self.now.as_millis(),
+            new: true,
+        };
+        self.state.idempotency.insert(key, Some(row));
     }
 
     /// A task read for this batch, or inserted by it.
@@ -1536,6 +1675,9 @@ impl<'a> Batch<'a> {
                 *task = None;
             }
         }
+        self.state
+            .idempotency
+            .retain(|(id, _, _), _| id != conversation_id);
         self.deletions.push(conversation_id.clone());
     }
 
@@ -1584,6 +1726,7 @@ impl<'a> Batch<'a> {
             && self.used_approvals.is_empty()
             && self.approval_deletions.is_empty()
             && !self.state.approvals.values().flatten().any(|row| row.new)
+            && !self.state.idempotency.values().flatten().any(|row| row.new)
             && !self.state.sessions.values().flatten().any(|row| row.dirty)
             && !self
                 .state
@@ -1661,7 +1804,26 @@ impl<'a> Batch<'a> {
             .flatten()
             .filter(|row| row.new)
             .collect();
+        // Column order of the writes' idempotency insert.
+        let idempotency: Vec<_> = self
+            .state
+            .idempotency
+            .iter()
+            .filter_map(|((conversation, session, key), row)| {
+                let row = row.as_ref().filter(|row| row.new)?;
+                Some((
+                    conversation,
+                    session,
+                    hex::encode(key),
+                    &row.tool,
+                    hex::encode(row.request_digest),
+                    row.result_id,
+                    row.created_at,
+                ))
+            })
+            .collect();
         Params {
+            idempotency: to_json(&idempotency),
             yolo: to_json(&self.yolo),
             yolo_deletions: to_json(&self.yolo_deletions),
             new_approvals: to_json(&new_approvals),
@@ -1689,6 +1851,14 @@ impl<'a> Batch<'a> {
         for task in self.state.tasks.values_mut().flatten() {
             task.dirty = false;
             task.new = false;
+        }
+        if self.state.idempotency.len() > REMEMBERED_KEYS {
+            // Forgetting a key costs nothing but a slow path if it is used
+            // again (see `State::idempotency`).
+            self.state.idempotency.clear();
+        }
+        for row in self.state.idempotency.values_mut().flatten() {
+            row.new = false;
         }
         // Rare, and cheap to read again: not remembered.
         self.state.yolo.clear();

@@ -3,13 +3,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use bridge_cli::{LogArgs, RateLimitArgs, StoreArgs, exit, shutdown_signal};
+use bridge_cli::{LogArgs, RateLimitArgs, StoreArgs, exit, parse_duration, shutdown_signal};
 use bridge_core::Store;
 use clap::Parser;
 
 use crate::exec::Execution;
+use crate::http_layer::{DEFAULT_MAX_SESSIONS, Sessions};
 use crate::server::Bridge;
 use crate::transport::{check_listen_address, serve_http, serve_stdio};
 use bridge_exec::Sandbox;
@@ -45,6 +47,28 @@ pub struct Args {
     #[arg(long, requires = "http")]
     allow_remote: bool,
 
+    /// With --http: at most this many live MCP sessions; past it, a new
+    /// session is refused (503)
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "http",
+        default_value_t = DEFAULT_MAX_SESSIONS,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_sessions: u32,
+
+    /// With --http: a session without a request for this long ends (a
+    /// request in flight keeps it)
+    #[arg(
+        long,
+        value_name = "DURATION",
+        requires = "http",
+        default_value = "2m",
+        value_parser = session_idle
+    )]
+    session_idle: Duration,
+
     /// Where commands of execute_command run, when YOLO_MODE=1 lists it:
     /// none, or bwrap (bubblewrap: no network, the workspace the only
     /// writable place)
@@ -53,6 +77,15 @@ pub struct Args {
 
     #[command(flatten)]
     log: LogArgs,
+}
+
+/// `--session-idle`: a duration of at least a second.
+fn session_idle(text: &str) -> Result<Duration, String> {
+    let idle = parse_duration(text)?;
+    if idle < Duration::from_secs(1) {
+        return Err("must be at least 1s".to_owned());
+    }
+    Ok(idle)
 }
 
 /// Where commands run.
@@ -129,7 +162,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(signal, "shutting down");
     };
     let served = match args.http {
-        Some(addr) => serve_http(bridge, addr, args.allow_remote, shutdown).await,
+        Some(addr) => {
+            let limit = usize::try_from(args.max_sessions).unwrap_or(usize::MAX);
+            let sessions = Sessions::new(limit, args.session_idle);
+            serve_http(bridge, addr, args.allow_remote, sessions, shutdown).await
+        }
         None => serve_stdio(bridge, shutdown).await,
     };
     store.close().await;

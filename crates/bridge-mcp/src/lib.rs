@@ -9,11 +9,19 @@
 //! # Layout
 //!
 //! * `server`: the [`Bridge`] handler and its tools.
-//! * `tools`: the tools' arguments and results, with their JSON schemas.
+//! * `arguments`: decoding a tool's arguments, with errors in words.
+//! * `tools`: the tools' arguments and results, with their JSON schemas;
+//!   `schema`: those schemas trimmed for `tools/list`.
 //! * `exec`: the command-execution tools (only with `YOLO_MODE=1`), over
 //!   `bridge-exec` and the store's gates.
 //! * `transport`: serving over stdio and over HTTP (with its Host and Origin
 //!   checks).
+//! * `stdio`: the line transport over stdin and stdout; `http_layer`: what the
+//!   HTTP server puts in front of `rmcp`'s service (a guard on request
+//!   bodies, bounded sessions); `wire`: the check of every incoming message
+//!   that both share, so that each gets an answer.
+//! * `delivery`: whether an answer reached its client, so that a consuming
+//!   read can be confirmed without losing messages.
 //! * `cli`: the command line; `main.rs` only calls [`cli::main`].
 //!
 //! Only this crate serves MCP with `rmcp`; it writes no SQL.
@@ -21,12 +29,19 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod arguments;
 pub mod cli;
+mod delivery;
 mod exec;
+mod http_layer;
+mod schema;
 mod server;
+mod stdio;
 mod tools;
 mod transport;
+mod wire;
 
 pub use exec::Execution;
+pub use http_layer::{DEFAULT_MAX_SESSIONS, Sessions};
 pub use server::Bridge;
 pub use transport::{HTTP_PATH, serve_http, serve_stdio};

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge_core::{NewConversation, NewMessage, NewTask, Status, Store};
+use bridge_core::{Credentials, Message, NewConversation, NewMessage, NewTask, Status, Store};
 use rmcp::handler::server::common::schema_for_type;
 use rmcp::handler::server::tool::{ToolRouter, schema_for_output};
 use rmcp::handler::server::wrapper::Parameters;
@@ -21,13 +21,15 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
+use crate::arguments::{ArgumentError, parse};
+use crate::delivery::{Deliveries, Receipt};
 use crate::exec::{self, EnableArgs, ExecuteArgs, Executed, Execution, NotRun, SettingsOut};
+use crate::schema;
 use crate::tools::{
-    ArgumentError, AssignArgs, Caller, CheckArgs, CreateArgs, Created, HistoryArgs, ListTasksArgs,
-    Messages, Partner, SendArgs, Sent, StatusArgs, StatusSet, TaskOut, Tasks, UpdateTaskArgs,
-    WaitArgs, Waited, parse,
+    AssignArgs, Caller, CheckArgs, CreateArgs, Created, HistoryArgs, ListTasksArgs, Messages,
+    Partner, SendArgs, Sent, StatusArgs, StatusSet, TaskOut, Tasks, UpdateTaskArgs, WaitArgs,
+    Waited,
 };
 
 /// Messages one read returns unless the caller says otherwise.
@@ -49,14 +51,18 @@ message arrives, instead of polling). Tokens are shown once; keep them secret. A
 (session a) hands work to its worker with assign_task; the worker reports with update_task; \
 list_tasks shows them. Messages from system tell each side of task changes.";
 
-/// The handler: the store and the tools.
+/// The handler: the store and the tools, for one client. Over HTTP each
+/// MCP session gets its own ([`Bridge::for_new_client`]).
 #[derive(Clone)]
 pub struct Bridge {
     store: Store,
     execution: Execution,
-    tool_router: ToolRouter<Bridge>,
+    tool_router: Arc<ToolRouter<Bridge>>,
     /// The `tools/list` answer, computed once.
     tools: Arc<Vec<Tool>>,
+    /// What this client was handed, for the confirmation of its next
+    /// consuming call (see `delivery`).
+    deliveries: Deliveries,
 }
 
 impl Bridge {
@@ -75,59 +81,44 @@ impl Bridge {
         let tools = tool_router
             .list_all()
             .into_iter()
-            .map(without_meta_schema)
+            .map(schema::trimmed_tool)
             .collect();
         Bridge {
             store,
             execution,
-            tool_router,
+            tool_router: Arc::new(tool_router),
             tools: Arc::new(tools),
+            deliveries: Deliveries::default(),
         }
     }
-}
 
-/// A tool with its schemas trimmed to what a client uses: every byte of
-/// `tools/list` costs every agent context.
-fn without_meta_schema(mut tool: Tool) -> Tool {
-    tool.input_schema = Arc::new(trimmed(&tool.input_schema));
-    tool.output_schema = tool
-        .output_schema
-        .as_ref()
-        .map(|schema| Arc::new(trimmed(schema)));
-    tool
-}
-
-/// A schema without `$schema` (the dialect, MCP's default 2020-12), the
-/// `title` and `description` of the whole (the Rust type's name and doc; the
-/// tool's description says it), and integer `format`s (`int64`, `uint32`:
-/// Rust's widths, not JSON Schema's vocabulary; the bounds say what matters).
-fn trimmed(schema: &JsonObject) -> JsonObject {
-    let mut schema = without_formats(schema);
-    for key in ["$schema", "title", "description"] {
-        schema.remove(key);
+    /// The handler for another client: the same store and tools, and
+    /// nothing handed out yet.
+    pub fn for_new_client(&self) -> Bridge {
+        Bridge {
+            deliveries: Deliveries::default(),
+            ..self.clone()
+        }
     }
-    schema
-}
 
-fn without_formats(schema: &JsonObject) -> JsonObject {
-    schema
-        .iter()
-        .filter(|(key, value)| {
-            let integer = value
-                .as_str()
-                .is_some_and(|format| format.starts_with("int") || format.starts_with("uint"));
-            !(key.as_str() == "format" && integer)
-        })
-        .map(|(key, value)| {
-            let value = match value {
-                serde_json::Value::Object(inner) => {
-                    serde_json::Value::Object(without_formats(inner))
-                }
-                other => other.clone(),
-            };
-            (key.clone(), value)
-        })
-        .collect()
+    /// A consuming read for `credentials`: confirms what this client says
+    /// (`ack`) or evidently received, hands out up to `limit` messages, and
+    /// remembers them with the answer's `receipt`.
+    async fn deliver(
+        &self,
+        credentials: &Credentials,
+        receipt: Receipt,
+        ack: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Message>, bridge_core::Error> {
+        let key = (credentials.conversation_id.clone(), credentials.session);
+        let confirm = self.deliveries.confirm(&key, ack);
+        let messages = self.store.deliver(credentials, confirm, limit).await?;
+        if let Some(last) = messages.last() {
+            self.deliveries.handed(key, receipt, last.id);
+        }
+        Ok(messages)
+    }
 }
 
 /// A successful result: `text` for people and `value` as structured content.
@@ -254,6 +245,11 @@ impl Bridge {
             let mut message = NewMessage::new(args.message);
             message.action_type = args.action_type.map(Into::into).unwrap_or_default();
             message.files_involved = args.files_involved.unwrap_or_default();
+            message.idempotency_key = args
+                .idempotency_key
+                .as_deref()
+                .map(str::parse)
+                .transpose()?;
             let sent = self.store.send(&credentials, message).await?;
             Ok((sent, credentials.session.partner()))
         };
@@ -265,13 +261,14 @@ impl Bridge {
 
     #[tool(
         input_schema = schema_for_type::<CheckArgs>(),
-        description = "Get your new messages and mark them read (peek: leave them unread).",
+        description = "Get your new messages; peek leaves them unread.",
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
         output_schema = schema_for_output::<Messages>()
     )]
     async fn check_messages(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let outcome = async {
             let args: CheckArgs = parse(arguments)?;
@@ -280,7 +277,8 @@ impl Bridge {
             let messages = if args.peek.unwrap_or(false) {
                 self.store.peek(&credentials, limit).await?
             } else {
-                self.store.check(&credentials, limit).await?
+                let receipt = Receipt::of(&context);
+                self.deliver(&credentials, receipt, args.ack, limit).await?
             };
             Ok(messages)
         };
@@ -292,15 +290,17 @@ impl Bridge {
 
     #[tool(
         input_schema = schema_for_type::<WaitArgs>(),
-        description = "Wait until a message arrives (or timeout_seconds pass); returns it marked read.",
+        description = "Wait until a message arrives (or timeout_seconds pass), then get it.",
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
         output_schema = schema_for_output::<Waited>()
     )]
     async fn wait_for_messages(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        cancelled: CancellationToken,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let cancelled = context.ct.clone();
+        let receipt = Receipt::of(&context);
         let outcome = async {
             let args: WaitArgs = parse(arguments)?;
             let timeout = bounded(
@@ -314,7 +314,9 @@ impl Bridge {
             // Subscribe before looking, so that a commit in between wakes us.
             let mut changes = self.store.subscribe();
             loop {
-                let messages = self.store.check(&credentials, DEFAULT_LIMIT).await?;
+                let messages = self
+                    .deliver(&credentials, receipt.clone(), args.ack, DEFAULT_LIMIT)
+                    .await?;
                 if !messages.is_empty() {
                     return Ok((messages, timeout, false));
                 }
@@ -420,10 +422,12 @@ impl Bridge {
         let outcome = async {
             let args: AssignArgs = parse(arguments)?;
             let credentials = args.credentials()?;
-            let task = NewTask {
-                title: args.title,
-                body: args.body,
-            };
+            let mut task = NewTask::new(args.title, args.body);
+            task.idempotency_key = args
+                .idempotency_key
+                .as_deref()
+                .map(str::parse)
+                .transpose()?;
             Ok(self.store.assign_task(&credentials, task).await?)
         };
         respond(outcome.await, |task| {

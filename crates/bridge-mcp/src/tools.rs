@@ -18,9 +18,7 @@ use bridge_core::{
 };
 use rmcp::model::JsonObject;
 use schemars::JsonSchema;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// Declares the arguments of a tool that authenticates: the three fields
 /// every such tool takes (written out in each struct rather than flattened,
@@ -57,31 +55,6 @@ macro_rules! caller_args {
 
 /// For the command-execution tools' arguments (`exec.rs`).
 pub(crate) use caller_args;
-
-/// Arguments that do not fit the tool's types, in one sentence naming the
-/// argument, e.g. `invalid my_role: invalid type: integer `42`, expected a
-/// string`.
-#[derive(Debug)]
-pub struct ArgumentError(String);
-
-impl std::fmt::Display for ArgumentError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The arguments as the client sent them, as `T`.
-pub fn parse<T: DeserializeOwned>(arguments: JsonObject) -> Result<T, ArgumentError> {
-    serde_path_to_error::deserialize(Value::Object(arguments)).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        ArgumentError(if path == "." {
-            format!("invalid arguments: {inner}")
-        } else {
-            format!("invalid {path}: {inner}")
-        })
-    })
-}
 
 caller_args! {
     /// `check_partner_status`.
@@ -156,6 +129,9 @@ caller_args! {
     /// Paths the message is about
     #[schemars(length(max = 20))]
     pub files_involved: Option<Vec<String>>,
+    /// Same key on retry: sent once
+    #[schemars(length(min = 1, max = 100))]
+    pub idempotency_key: Option<String>,
     }
 }
 
@@ -167,6 +143,9 @@ caller_args! {
     /// At most this many (default 100)
     #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<u32>,
+    /// Last message id you processed
+    #[schemars(range(min = 0))]
+    pub ack: Option<i64>,
     }
 }
 
@@ -205,6 +184,9 @@ caller_args! {
     /// Give up after this long (default 60)
     #[schemars(range(min = 1, max = 300))]
     pub timeout_seconds: Option<u64>,
+    /// Last message id you processed
+    #[schemars(range(min = 0))]
+    pub ack: Option<i64>,
     }
 }
 
@@ -273,6 +255,9 @@ pub struct Sent {
     pub redacted: bool,
     // The kinds of secret redacted.
     pub redactions: Vec<String>,
+    // Sent before under this idempotency key: nothing stored this time.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 impl Sent {
@@ -287,12 +272,20 @@ impl Sent {
                 .iter()
                 .map(|kind| (*kind).to_owned())
                 .collect(),
+            replayed: sent.replayed,
         }
     }
 
     /// The text.
     pub fn text(&self, to: SessionId) -> String {
-        let mut text = format!("Message {} sent to session {to}.", self.message_id);
+        let mut text = if self.replayed {
+            format!(
+                "Message {} was already sent to session {to} with this idempotency key; nothing was sent again.",
+                self.message_id
+            )
+        } else {
+            format!("Message {} sent to session {to}.", self.message_id)
+        };
         if self.redacted {
             let _ = write!(
                 text,
@@ -324,6 +317,9 @@ pub struct MessageOut {
     // Metadata, e.g. the task a message from system is about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<JsonObject>,
+    // Handed out before without confirmation: it may have been seen.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub redelivered: bool,
 }
 
 impl MessageOut {
@@ -337,6 +333,7 @@ impl MessageOut {
             files_involved: message.files_involved.clone(),
             timestamp: message.created_at.to_string(),
             metadata: message.metadata.clone(),
+            redelivered: message.redelivered,
         }
     }
 }
@@ -366,8 +363,17 @@ impl Messages {
         for message in &self.messages {
             let _ = write!(
                 text,
-                "\n#{} from {} ({}) at {}:\n{}\n",
-                message.id, message.from, message.action_type, message.timestamp, message.message
+                "\n#{} from {} ({}) at {}{}:\n{}\n",
+                message.id,
+                message.from,
+                message.action_type,
+                message.timestamp,
+                if message.redelivered {
+                    " (redelivered: you may have seen it)"
+                } else {
+                    ""
+                },
+                message.message
             );
             if !message.files_involved.is_empty() {
                 let _ = writeln!(text, "Files: {}", message.files_involved.join(", "));
@@ -452,6 +458,9 @@ caller_args! {
     /// What to do
     #[schemars(length(min = 1, max = 50_000))]
     pub body: String,
+    /// Same key on retry: assigned once
+    #[schemars(length(min = 1, max = 100))]
+    pub idempotency_key: Option<String>,
     }
 }
 

@@ -1,5 +1,8 @@
 //! The two ways to reach the [`Bridge`]: stdio (one agent, the process its
-//! MCP client starts) and Streamable HTTP (many agents, one process).
+//! MCP client starts, through our `stdio` transport) and Streamable HTTP
+//! (many agents, one process, through `rmcp`'s service behind our `http`
+//! guard and session manager). Each client gets a [`Bridge`] of its own
+//! ([`Bridge::for_new_client`]): over HTTP, one per MCP session.
 //!
 //! HTTP is guarded against DNS rebinding: it listens on loopback unless the
 //! operator allows otherwise; a request's `Host` must name the bound loopback
@@ -19,11 +22,12 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use bridge_cli::daemon::systemd;
 use rmcp::ServiceExt;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use crate::http_layer::{Sessions, guard};
 use crate::server::Bridge;
+use crate::stdio::LineTransport;
 
 /// The path the HTTP server answers on.
 pub const HTTP_PATH: &str = "/mcp";
@@ -52,8 +56,9 @@ pub async fn serve_stdio(
     });
     // stdio_pipes, not stdio: a blocking read of stdin would keep the
     // process alive after a signal.
+    let (stdin, stdout) = rmcp::transport::stdio_pipes();
     let running = match bridge
-        .serve_with_ct(rmcp::transport::stdio_pipes(), cancel.clone())
+        .serve_with_ct(LineTransport::new(stdin, stdout), cancel.clone())
         .await
     {
         Ok(running) => running,
@@ -78,13 +83,15 @@ pub(crate) fn check_listen_address(addr: SocketAddr, allow_remote: bool) -> anyh
     Ok(())
 }
 
-/// Serves Streamable HTTP at `http://ADDR/mcp` until `shutdown` resolves.
-/// Refuses an address other than loopback unless `allow_remote`. Tells
-/// systemd when it is ready and when it stops, and pings its watchdog.
+/// Serves Streamable HTTP at `http://ADDR/mcp` until `shutdown` resolves,
+/// with at most `sessions`' live sessions. Refuses an address other than
+/// loopback unless `allow_remote`. Tells systemd when it is ready and when
+/// it stops, and pings its watchdog.
 pub async fn serve_http(
     bridge: Bridge,
     addr: SocketAddr,
     allow_remote: bool,
+    sessions: Sessions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     check_listen_address(addr, allow_remote)?;
@@ -102,28 +109,38 @@ pub async fn serve_http(
         // Reachable under names we cannot know.
         config.disable_allowed_hosts()
     };
+    let sessions = Arc::new(sessions);
     let service = StreamableHttpService::new(
-        move || Ok(bridge.clone()),
-        Arc::new(LocalSessionManager::default()),
+        move || Ok(bridge.for_new_client()),
+        Arc::clone(&sessions),
         config,
     );
-    let app = axum::Router::new().route_service(HTTP_PATH, service);
+    let app = axum::Router::new().route_service(HTTP_PATH, service).layer(
+        axum::middleware::from_fn_with_state(Arc::clone(&sessions), guard),
+    );
+    let expiry = {
+        let (sessions, cancel) = (Arc::clone(&sessions), cancel.clone());
+        tokio::spawn(async move { sessions.expire_until(cancel.cancelled()).await })
+    };
     tracing::info!("listening on http://{bound}{HTTP_PATH}");
     // The socket listens from `bind` on: a client that connects now waits in
     // the backlog until the server accepts it, so the service is ready.
     systemd::ready();
     let pings = systemd::watchdog_interval().map(|every| tokio::spawn(ping_watchdog(every)));
+    let stop = cancel.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             systemd::stopping();
-            cancel.cancel();
+            stop.cancel();
         })
         .await
         .context("serving HTTP");
     if let Some(pings) = pings {
         pings.abort();
     }
+    cancel.cancel();
+    let _ = expiry.await;
     served
 }
 

@@ -3,7 +3,9 @@
 //! Replaces the original `check-messages.py`, which marked every message
 //! read, so the agent never received them. This one peeks: the agent still
 //! gets every message from `check_messages`, unless `--mark-read` asks to
-//! consume them here instead.
+//! consume them here instead. Then they are confirmed only once printed: if
+//! printing fails (or the process dies first), they stay pending and come
+//! again, marked as redelivered, to the next consumer.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -52,13 +54,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     options.create = false;
     options.readers = 1;
     let store = Store::open(options).await?;
-    let read = if args.mark_read {
-        store.check(&credentials, args.limit).await
-    } else {
-        store.peek(&credentials, args.limit).await
-    };
+    let outcome = show(&store, &args, &credentials).await;
     store.close().await;
-    let messages = read?;
+    outcome
+}
+
+/// Reads, prints, and with `--mark-read` confirms what was printed.
+async fn show(
+    store: &Store,
+    args: &Args,
+    credentials: &bridge_core::Credentials,
+) -> anyhow::Result<()> {
+    let messages = if args.mark_read {
+        store.deliver(credentials, None, args.limit).await?
+    } else {
+        store.peek(credentials, args.limit).await?
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::json!({ "messages": messages }))?;
@@ -69,6 +80,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             write_text(&mut out, message)?;
         }
     }
+    out.flush()?;
+    drop(out);
+    if args.mark_read
+        && let Some(last) = messages.last()
+    {
+        store.ack(credentials, last.id).await?;
+    }
     Ok(())
 }
 
@@ -76,8 +94,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
 fn write_text(out: &mut impl Write, message: &Message) -> std::io::Result<()> {
     writeln!(
         out,
-        "#{} from {} ({}) at {}:",
-        message.id, message.from, message.action_type, message.created_at
+        "#{} from {} ({}) at {}{}:",
+        message.id,
+        message.from,
+        message.action_type,
+        message.created_at,
+        if message.redelivered {
+            " (redelivered: it may have been seen before)"
+        } else {
+            ""
+        }
     )?;
     writeln!(out, "{}", message.body)?;
     if !message.files_involved.is_empty() {

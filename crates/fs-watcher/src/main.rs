@@ -3,15 +3,27 @@
 //!
 //! It waits on `bridge-core`'s change notification (inotify on the
 //! database's WAL, not inotify-tools and a shell) and, for each new message,
-//! exactly once and in order, prints one line (JSON by default, or text) and,
-//! with `--exec CMD`, runs `sh -c CMD` with the message on stdin and
+//! in order, prints one line (JSON by default, or text) and, with `--exec
+//! CMD`, runs `sh -c CMD` with the message on stdin and
 //! `BRIDGE_CONVERSATION_ID`, `BRIDGE_SESSION`, `BRIDGE_MESSAGE_ID`,
 //! `BRIDGE_ACTION_TYPE` in its environment (a failing command is logged,
 //! never fatal). It peeks: the agent still receives every message from
 //! `check_messages`. It keeps its own place: the last id it reported, in
-//! memory, and in `--state-file` if given. On start it reports what is
-//! unread, or with `--from-now` only what comes next. It records a heartbeat
-//! every `--heartbeat` as it goes.
+//! memory, and in `--state-file` if given. On start it reports what the
+//! session has not confirmed, or with `--from-now` only what comes next. It
+//! records a heartbeat every `--heartbeat` as it goes.
+//!
+//! # Delivery
+//!
+//! With `--state-file`, the guarantee of `check_messages`: no message is
+//! skipped across restarts, and none is reported twice unless it is marked.
+//! Before it reports a batch (or, with `--exec`, before each command) the
+//! watcher records in the state file what it is about to report; once done,
+//! that it did. Killed in between, its next start reports those messages
+//! again, marked: `"redelivered": true` in JSON, `(redelivered)` in text,
+//! `BRIDGE_REDELIVERED=1` in a command's environment. So a command cut short
+//! by a crash (or by systemd) runs again, and can tell. The state file is
+//! written whole (a temporary file, then a rename) and synced.
 //!
 //! Like `keepalive-daemon`: it waits for a database that does not exist yet,
 //! reopens one that was replaced, stops on SIGTERM or SIGINT, speaks
@@ -26,7 +38,7 @@ use anyhow::Context;
 use bridge_cli::agent::AgentArgs;
 use bridge_cli::daemon::{open_when_ready, systemd};
 use bridge_cli::{LogArgs, RateLimitArgs, StoreArgs, exit, parse_duration, shutdown_signal};
-use bridge_core::{Credentials, Message};
+use bridge_core::{Credentials, Message, Store};
 use clap::{Parser, ValueEnum};
 use tokio::io::AsyncWriteExt;
 
@@ -103,10 +115,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     };
     let summary = store.inbox_summary(&credentials).await?;
-    let mut last = match read_state(args.state_file.as_deref())? {
-        Some(last) => last,
+    let state = read_state(args.state_file.as_deref())?;
+    // Reported, or perhaps reported, before a crash: marked if again.
+    let redeliver_upto = state.and_then(|state| state.reporting).unwrap_or(0);
+    let mut last = match state {
+        Some(state) => state.last,
         None if args.from_now => summary.newest_id,
-        None => summary.delivered_id,
+        None => summary.acked_id,
     };
     store.heartbeat(&credentials).await?;
     tracing::info!(
@@ -125,24 +140,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
     loop {
         // Everything after `last`, in batches, before waiting again.
         loop {
-            let messages = store.peek_after(&credentials, last, BATCH).await?;
+            let mut messages = store.peek_after(&credentials, last, BATCH).await?;
+            for message in &mut messages {
+                message.redelivered = message.id <= redeliver_upto;
+            }
+            let Some(batch_last) = messages.last().map(|message| message.id) else {
+                break;
+            };
+            let state_file = args.state_file.as_deref();
+            if args.exec.is_none() {
+                write_state(state_file, State::reporting(last, batch_last))?;
+            }
             for message in &messages {
-                if !report(&args, message) {
-                    tracing::info!("stdout is closed; stopping");
-                    store.close().await;
-                    return Ok(());
-                }
-                last = message.id;
                 if let Some(command) = &args.exec {
-                    // Recorded before the command runs: a restart (after a
-                    // command that hung until systemd's watchdog struck)
-                    // does not run it again for the same message.
-                    write_state(args.state_file.as_deref(), last)?;
-                    run_command(command, &credentials, message).await;
+                    write_state(state_file, State::reporting(last, message.id))?;
+                    if !report(&args, message) {
+                        return stdout_closed(store).await;
+                    }
+                    let ran =
+                        run_command(command, &credentials, message, &mut shutdown, watchdog).await;
+                    if !ran {
+                        tracing::info!("stopping; the command will run again at the next start");
+                        store.close().await;
+                        return Ok(());
+                    }
+                    last = message.id;
+                    write_state(state_file, State::done(last))?;
+                } else if !report(&args, message) {
+                    return stdout_closed(store).await;
                 }
             }
-            if !messages.is_empty() && args.exec.is_none() {
-                write_state(args.state_file.as_deref(), last)?;
+            last = batch_last;
+            if args.exec.is_none() {
+                write_state(state_file, State::done(last))?;
             }
             if messages.len() < BATCH as usize {
                 break;
@@ -180,26 +210,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops because nobody reads stdout any more.
+async fn stdout_closed(store: Store) -> anyhow::Result<()> {
+    tracing::info!("stdout is closed; stopping");
+    store.close().await;
+    Ok(())
+}
+
 /// Prints the line for `message`. Returns `false` if stdout is gone (nobody
 /// is listening any more).
 fn report(args: &Args, message: &Message) -> bool {
     let line = match args.format {
-        Format::Json => serde_json::json!({
-            "id": message.id,
-            "conversation_id": message.conversation_id,
-            "from": message.from,
-            "action_type": message.action_type,
-            "timestamp": message.created_at,
-            "message": message.body,
-            "files_involved": message.files_involved,
-        })
-        .to_string(),
+        Format::Json => {
+            let mut line = serde_json::json!({
+                "id": message.id,
+                "conversation_id": message.conversation_id,
+                "from": message.from,
+                "action_type": message.action_type,
+                "timestamp": message.created_at,
+                "message": message.body,
+                "files_involved": message.files_involved,
+            });
+            if message.redelivered {
+                line["redelivered"] = true.into();
+            }
+            line.to_string()
+        }
         Format::Text => format!(
-            "#{} {} from {} ({}): {}",
+            "#{} {} from {} ({}){}: {}",
             message.id,
             message.created_at,
             message.from,
             message.action_type,
+            if message.redelivered {
+                " (redelivered)"
+            } else {
+                ""
+            },
             message.body.replace('\\', "\\\\").replace('\n', "\\n")
         ),
     };
@@ -208,8 +255,17 @@ fn report(args: &Args, message: &Message) -> bool {
 }
 
 /// Runs `sh -c command` with the message on stdin; a failure is logged.
-async fn run_command(command: &str, credentials: &Credentials, message: &Message) {
-    let child = tokio::process::Command::new("sh")
+/// Pings systemd's watchdog while it waits. Returns `false` if a signal
+/// came first (the command is then killed).
+async fn run_command(
+    command: &str,
+    credentials: &Credentials,
+    message: &Message,
+    shutdown: &mut (impl Future<Output = &'static str> + Unpin),
+    watchdog: Option<Duration>,
+) -> bool {
+    let mut child = tokio::process::Command::new("sh");
+    child
         .arg("-c")
         .arg(command)
         .env(
@@ -220,53 +276,110 @@ async fn run_command(command: &str, credentials: &Credentials, message: &Message
         .env("BRIDGE_MESSAGE_ID", message.id.to_string())
         .env("BRIDGE_ACTION_TYPE", message.action_type.as_str())
         .env_remove("BRIDGE_TOKEN")
+        .env_remove("BRIDGE_REDELIVERED")
         .stdin(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
+        .kill_on_drop(true);
+    if message.redelivered {
+        child.env("BRIDGE_REDELIVERED", "1");
+    }
+    let mut child = match child.spawn() {
         Ok(child) => child,
         Err(error) => {
             tracing::warn!(message_id = message.id, %error, "cannot run --exec");
-            return;
+            return true;
         }
     };
     if let Some(mut stdin) = child.stdin.take() {
         // A command that does not read its input is fine.
         let _ = stdin.write_all(message.body.as_bytes()).await;
     }
-    match child.wait().await {
+    let mut pings = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            signal = &mut *shutdown => {
+                tracing::info!(signal, message_id = message.id, "stopping the running --exec");
+                return false;
+            }
+            _ = pings.tick(), if watchdog.is_some() => systemd::watchdog(),
+        }
+    };
+    match status {
         Ok(status) if status.success() => {}
         Ok(status) => tracing::warn!(message_id = message.id, %status, "--exec failed"),
         Err(error) => tracing::warn!(message_id = message.id, %error, "--exec failed"),
     }
+    true
 }
 
-/// The last id recorded in the state file, if there is one.
-fn read_state(path: Option<&Path>) -> anyhow::Result<Option<i64>> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            text.trim().parse().map(Some).with_context(|| {
-                format!("state file {} does not hold a message id", path.display())
-            })
+/// What the state file records: the last id reported, and what was being
+/// reported (up to which id) when it was written, if anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct State {
+    last: i64,
+    reporting: Option<i64>,
+}
+
+impl State {
+    /// Everything up to `last` reported.
+    fn done(last: i64) -> State {
+        State {
+            last,
+            reporting: None,
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => {
-            Err(error).with_context(|| format!("cannot read state file {}", path.display()))
+    }
+
+    /// Up to `last` reported; what follows up to `upto` being reported.
+    fn reporting(last: i64, upto: i64) -> State {
+        State {
+            last,
+            reporting: Some(upto),
         }
     }
 }
 
-/// Records `last` in the state file, whole or not at all (write, then rename).
-fn write_state(path: Option<&Path>, last: i64) -> anyhow::Result<()> {
+/// The state file's content: `LAST`, or `LAST REPORTING_UPTO`, if there is
+/// one.
+fn read_state(path: Option<&Path>) -> anyhow::Result<Option<State>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("cannot read state file {}", path.display()));
+        }
+    };
+    let bad = || format!("state file {} does not hold a message id", path.display());
+    let mut ids = text.split_whitespace().map(str::parse::<i64>);
+    let last = ids.next().with_context(bad)?.with_context(bad)?;
+    let reporting = ids.next().transpose().with_context(bad)?;
+    if ids.next().is_some() {
+        anyhow::bail!(bad());
+    }
+    Ok(Some(State { last, reporting }))
+}
+
+/// Records `state` in the state file, whole or not at all (write, sync,
+/// rename).
+fn write_state(path: Option<&Path>, state: State) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let Some(path) = path else {
         return Ok(());
     };
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
-    std::fs::write(&temporary, format!("{last}\n"))
+    let text = match state.reporting {
+        Some(upto) => format!("{} {upto}\n", state.last),
+        None => format!("{}\n", state.last),
+    };
+    std::fs::File::create(&temporary)
+        .and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        })
         .and_then(|()| std::fs::rename(&temporary, path))
         .with_context(|| format!("cannot write state file {}", path.display()))
 }

@@ -13,10 +13,7 @@ use crate::{Made, ctl, make, millis_ago};
 async fn busy(store: &bridge_core::Store, made: &Made) {
     let (a, b) = (made.credentials("a"), made.credentials("b"));
     for title in ["one", "two"] {
-        let task = NewTask {
-            title: title.into(),
-            body: format!("Do {title}."),
-        };
+        let task = NewTask::new(title, format!("Do {title}."));
         store.assign_task(&a, task).await.unwrap();
     }
     let first = store.list_tasks(&b, None).await.unwrap()[0].id;

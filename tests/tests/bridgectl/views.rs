@@ -12,10 +12,7 @@ use crate::{Made, ctl, make, millis_ago, table};
 const DAY: i64 = 86_400;
 
 fn task(title: &str) -> NewTask {
-    NewTask {
-        title: title.into(),
-        body: format!("Please: {title}."),
-    }
+    NewTask::new(title, format!("Please: {title}."))
 }
 
 /// One line of a task table: `#id`, state (with the unassigned mark),

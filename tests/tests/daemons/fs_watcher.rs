@@ -256,11 +256,10 @@ async fn it_starts_at_the_unread_or_now_or_where_its_state_file_says() {
     store.close().await;
 }
 
-/// A signal while the first messages are being reported (here, during a
-/// slow --exec) is handled, not fatal: the batch finishes, the state is
-/// written, the exit is clean.
+/// A signal while a command runs stops the watcher at once (the command is
+/// killed), and the message comes again at the next start, marked.
 #[tokio::test]
-async fn a_signal_during_the_first_batch_ends_it_cleanly() {
+async fn a_signal_during_a_command_stops_it_and_the_message_comes_again() {
     let db = TempDb::new();
     let store = db.open().await;
     let conversation = pair(&store).await;
@@ -270,22 +269,38 @@ async fn a_signal_during_the_first_batch_ends_it_cleanly() {
         .await
         .unwrap();
     let state = db.dir.path().join("watcher.state");
+    let state_arg = state.to_str().unwrap();
     let mut watcher = Daemon::start(
         "fs-watcher",
         &db.path,
-        &[
-            &id,
-            "--exec",
-            "sleep 1",
-            "--state-file",
-            state.to_str().unwrap(),
-        ],
+        &[&id, "--exec", "sleep 60", "--state-file", state_arg],
         &[("BRIDGE_TOKEN", &conversation.b.token.reveal())],
     );
-    assert_eq!(next(&watcher)["id"], sent.id);
+    let line = next(&watcher);
+    assert_eq!(line["id"], sent.id);
+    assert!(line.get("redelivered").is_none(), "{line}");
     // --exec is running now.
-    let (status, _) = watcher.signal("TERM", 10 * SECOND).expect("exits");
+    let (status, _) = watcher.signal("TERM", 5 * SECOND).expect("exits");
     assert_eq!(status.code(), Some(0), "{}", watcher.stderr());
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap().trim(),
+        format!("0 {}", sent.id),
+        "the message is recorded as being reported"
+    );
+
+    let mut watcher = Daemon::start(
+        "fs-watcher",
+        &db.path,
+        &[&id, "--state-file", state_arg],
+        &[("BRIDGE_TOKEN", &conversation.b.token.reveal())],
+    );
+    let line = next(&watcher);
+    assert_eq!(
+        (line["id"].as_i64(), &line["redelivered"]),
+        (Some(sent.id), &json!(true))
+    );
+    let (status, _) = watcher.signal("TERM", 5 * SECOND).expect("exits");
+    assert_eq!(status.code(), Some(0));
     assert_eq!(
         std::fs::read_to_string(&state).unwrap().trim(),
         sent.id.to_string()
@@ -293,11 +308,12 @@ async fn a_signal_during_the_first_batch_ends_it_cleanly() {
     store.close().await;
 }
 
-/// With `--exec` and `--state-file`, a message is recorded as handled
-/// before its command runs: a watcher killed during a command (by systemd's
-/// watchdog, say) does not run it again for that message when it restarts.
+/// With `--exec` and `--state-file`, a message is recorded as being
+/// reported before its command runs, and as reported once it ran: a watcher
+/// killed during a command (by systemd's watchdog, or `kill -9`) runs it
+/// again at its next start, with `BRIDGE_REDELIVERED=1`, and then goes on.
 #[tokio::test]
-async fn with_exec_the_state_is_recorded_before_the_command_runs() {
+async fn a_command_cut_short_by_a_crash_runs_again_marked() {
     let db = TempDb::new();
     let store = db.open().await;
     let conversation = pair(&store).await;
@@ -309,13 +325,15 @@ async fn with_exec_the_state_is_recorded_before_the_command_runs() {
         .unwrap();
     let state = db.dir.path().join("watcher.state");
     let state_arg = state.to_str().unwrap();
-    let seen = db.dir.path().join("seen");
+    let runs = db.dir.path().join("runs");
     let pid = db.dir.path().join("command.pid");
-    // The command records what the state file says while it runs, then
-    // hangs until the test kills it.
+    // The command records its message, what the state file says and
+    // whether it is a redelivery; the first run hangs until the test kills
+    // it.
     let command = format!(
-        "cat {state_arg} > {seen}; echo $$ > {pid}; exec sleep 60",
-        seen = seen.display(),
+        "echo \"$BRIDGE_MESSAGE_ID $(cat {state_arg}) ${{BRIDGE_REDELIVERED:-0}}\" >> {runs}; \
+         if [ ! -e {pid} ]; then echo $$ > {pid}; exec sleep 60; fi",
+        runs = runs.display(),
         pid = pid.display()
     );
     let mut watcher = Daemon::start(
@@ -333,10 +351,6 @@ async fn with_exec_the_state_is_recorded_before_the_command_runs() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(
-        std::fs::read_to_string(&seen).unwrap().trim(),
-        first.id.to_string()
-    );
     let (status, _) = watcher.signal("KILL", 5 * SECOND).expect("killed");
     assert_eq!(status.code(), None);
     let command_pid: u32 = std::fs::read_to_string(&pid)
@@ -346,7 +360,7 @@ async fn with_exec_the_state_is_recorded_before_the_command_runs() {
         .unwrap();
     bridge_testkit::process::kill(command_pid);
 
-    // Restarted, it goes on after the message whose command was running.
+    // Restarted, it runs the cut command again, marked, then goes on.
     let second = store
         .send(&conversation.a, NewMessage::new("second"))
         .await
@@ -354,11 +368,39 @@ async fn with_exec_the_state_is_recorded_before_the_command_runs() {
     let mut watcher = Daemon::start(
         "fs-watcher",
         &db.path,
-        &[&id, "--state-file", state_arg],
+        &[&id, "--exec", &command, "--state-file", state_arg],
         &[("BRIDGE_TOKEN", &token)],
     );
-    assert_eq!(next(&watcher)["id"], second.id);
+    let again = next(&watcher);
+    assert_eq!(
+        (again["id"].as_i64(), &again["redelivered"]),
+        (Some(first.id), &json!(true))
+    );
+    let then = next(&watcher);
+    assert_eq!(then["id"], second.id);
+    assert!(then.get("redelivered").is_none(), "{then}");
+    let deadline = std::time::Instant::now() + 10 * SECOND;
+    while std::fs::read_to_string(&runs).unwrap().lines().count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last command never ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (status, _) = watcher.signal("TERM", 5 * SECOND).expect("exits");
     assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        format!(
+            "{a} 0 {a} 0\n{a} 0 {a} 1\n{b} {a} {b} 0\n",
+            a = first.id,
+            b = second.id
+        ),
+        "each run saw the state file name its message as being reported"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap().trim(),
+        second.id.to_string()
+    );
     store.close().await;
 }

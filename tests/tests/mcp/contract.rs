@@ -110,7 +110,7 @@ async fn bad_arguments_are_tool_errors_and_the_server_keeps_serving() {
             json!({"my_role": "ab", "partner_role": "worker"}),
         )
         .await;
-    assert_eq!(text, "invalid role_a: must be 3 to 100 characters, got 2");
+    assert_eq!(text, "invalid my_role: must be 3 to 100 characters, got 2");
     let text = agent
         .refused(
             "create_conversation",
@@ -194,6 +194,9 @@ fn every_protocol_version_and_malformed_json_rpc_over_raw_stdio() {
         );
         send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string());
         send("{this is not json".to_owned());
+        let malformed = answer();
+        assert_eq!(malformed["id"], serde_json::Value::Null);
+        assert_eq!(malformed["error"]["code"], -32700);
         send(json!({"jsonrpc": "2.0", "id": 2, "method": "no/such/method"}).to_string());
         let unknown = answer();
         assert_eq!(unknown["id"], 2);

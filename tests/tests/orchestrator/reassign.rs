@@ -11,10 +11,7 @@ use bridge_tests::{Pair, TempDb, bin, scalar, team};
 use serde_json::Value;
 
 fn task(title: &str) -> NewTask {
-    NewTask {
-        title: title.into(),
-        body: format!("Do {title}."),
-    }
+    NewTask::new(title, format!("Do {title}."))
 }
 
 /// A team of `workers`; the first `silent` never heard from, the others

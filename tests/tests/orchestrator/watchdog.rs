@@ -235,13 +235,7 @@ async fn with_no_reassign_it_alerts_and_leaves_the_tasks() {
     let store = db.open().await;
     let workers = team(&store, "core", 2).await;
     store
-        .assign_task(
-            &workers[0].a,
-            bridge_core::NewTask {
-                title: "stay".into(),
-                body: "here".into(),
-            },
-        )
+        .assign_task(&workers[0].a, bridge_core::NewTask::new("stay", "here"))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;

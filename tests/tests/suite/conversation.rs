@@ -67,19 +67,19 @@ async fn bounds_are_checked_and_nothing_is_written() {
     let cases: Vec<(NewConversation, &str)> = vec![
         (
             NewConversation::new("ab", "worker"),
-            "invalid role_a: must be 3 to 100 characters, got 2",
+            "invalid my_role: must be 3 to 100 characters, got 2",
         ),
         (
             NewConversation::new("orchestrator", long.as_str()),
-            "invalid role_b: must be 3 to 100 characters, got 101",
+            "invalid partner_role: must be 3 to 100 characters, got 101",
         ),
         (
             NewConversation::new("   ", "worker"),
-            "invalid role_a: must be 3 to 100 characters, got 0",
+            "invalid my_role: must be 3 to 100 characters, got 0",
         ),
         (
             NewConversation::new("orc\nhestrator", "worker"),
-            "invalid role_a: must not contain control characters",
+            "invalid my_role: must not contain control characters",
         ),
         (
             {
@@ -95,7 +95,7 @@ async fn bounds_are_checked_and_nothing_is_written() {
                 new.ttl = Some(Duration::ZERO);
                 new
             },
-            "invalid ttl: must be between 1 second and 365 days, got 0 seconds",
+            "invalid ttl_seconds: must be between 1 second and 365 days, got 0 seconds",
         ),
         (
             {
@@ -103,7 +103,7 @@ async fn bounds_are_checked_and_nothing_is_written() {
                 new.ttl = Some(Duration::from_secs(366 * 24 * 3600));
                 new
             },
-            "invalid ttl: must be between 1 second and 365 days, got 31622400 seconds",
+            "invalid ttl_seconds: must be between 1 second and 365 days, got 31622400 seconds",
         ),
     ];
     for (new, expected) in cases {

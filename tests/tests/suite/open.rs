@@ -162,7 +162,7 @@ async fn a_schema_newer_than_the_binary_is_refused() {
     assert_eq!(
         error.to_string(),
         format!(
-            "database {} has schema version 29991231000000, newer than this mcp-bridge knows (20261121000002); upgrade mcp-bridge",
+            "database {} has schema version 29991231000000, newer than this mcp-bridge knows (20261126000000); upgrade mcp-bridge",
             db.path.display()
         )
     );
@@ -209,10 +209,7 @@ async fn a_database_of_the_first_schema_is_upgraded_and_keeps_its_data() {
     let task = store
         .assign_task(
             &conversation.a,
-            bridge_core::NewTask {
-                title: "after the upgrade".into(),
-                body: "works".into(),
-            },
+            bridge_core::NewTask::new("after the upgrade", "works"),
         )
         .await
         .unwrap();

@@ -15,10 +15,7 @@ use serde_json::json;
 const THRESHOLD: Duration = Duration::from_millis(300);
 
 fn task(title: &str) -> NewTask {
-    NewTask {
-        title: title.into(),
-        body: format!("Do {title}."),
-    }
+    NewTask::new(title, format!("Do {title}."))
 }
 
 /// Waits out the silence threshold, then has `healthy` heartbeat.
@@ -267,31 +264,16 @@ async fn task_text_is_bounded_and_redacted() {
     let conversation = pair(&store).await;
     let cases = [
         (
-            NewTask {
-                title: "   ".into(),
-                body: "b".into(),
-            },
+            NewTask::new("   ", "b"),
             "invalid title: must be 1 to 200 characters, got 0",
         ),
         (
-            NewTask {
-                title: "t".repeat(201),
-                body: "b".into(),
-            },
+            NewTask::new("t".repeat(201), "b"),
             "invalid title: must be 1 to 200 characters, got 201",
         ),
+        (NewTask::new("t", " "), "invalid body: must not be empty"),
         (
-            NewTask {
-                title: "t".into(),
-                body: " ".into(),
-            },
-            "invalid body: must not be empty",
-        ),
-        (
-            NewTask {
-                title: "t".into(),
-                body: "b".repeat(50_001),
-            },
+            NewTask::new("t", "b".repeat(50_001)),
             "invalid body: must be at most 50000 characters, got 50001",
         ),
     ];
@@ -317,10 +299,10 @@ async fn task_text_is_bounded_and_redacted() {
     let assigned = store
         .assign_task(
             &conversation.a,
-            NewTask {
-                title: format!("rotate {secret}"),
-                body: format!("use password=hunter22 and {secret}"),
-            },
+            NewTask::new(
+                format!("rotate {secret}"),
+                format!("use password=hunter22 and {secret}"),
+            ),
         )
         .await
         .unwrap();

@@ -1,0 +1,130 @@
+//! The schemas `tools/list` advertises, trimmed to what a client uses:
+//! every byte of `tools/list` lands in every agent's context.
+
+use std::sync::Arc;
+
+use rmcp::model::{JsonObject, Tool};
+use serde_json::Value;
+
+/// `tool` with both schemas trimmed, and its optional arguments shown as
+/// their type alone.
+pub(crate) fn trimmed_tool(mut tool: Tool) -> Tool {
+    tool.input_schema = Arc::new(optional_not_null(trimmed(&tool.input_schema)));
+    tool.output_schema = tool
+        .output_schema
+        .as_ref()
+        .map(|schema| Arc::new(trimmed(schema)));
+    tool
+}
+
+/// A schema without `$schema` (the dialect, MCP's default 2020-12), the
+/// `title` and `description` of the whole (the Rust type's name and doc; the
+/// tool's description says it), and integer `format`s (`int64`, `uint32`:
+/// Rust's widths, not JSON Schema's vocabulary; the bounds say what matters).
+fn trimmed(schema: &JsonObject) -> JsonObject {
+    let mut schema = without_formats(schema);
+    for key in ["$schema", "title", "description"] {
+        schema.remove(key);
+    }
+    schema
+}
+
+fn without_formats(schema: &JsonObject) -> JsonObject {
+    schema
+        .iter()
+        .filter(|(key, value)| {
+            let integer = value
+                .as_str()
+                .is_some_and(|format| format.starts_with("int") || format.starts_with("uint"));
+            !(key.as_str() == "format" && integer)
+        })
+        .map(|(key, value)| {
+            let value = match value {
+                Value::Object(inner) => Value::Object(without_formats(inner)),
+                other => other.clone(),
+            };
+            (key.clone(), value)
+        })
+        .collect()
+}
+
+/// An arguments schema whose optional properties say only their type:
+/// `"integer"` rather than `["integer", "null"]`, the enum rather than
+/// `anyOf` it and `null`. An optional argument is one a client leaves out;
+/// `null` is still accepted for it.
+fn optional_not_null(mut schema: JsonObject) -> JsonObject {
+    let required: Vec<Value> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(Value::Object(properties)) = schema.get_mut("properties") else {
+        return schema;
+    };
+    for (name, property) in properties.iter_mut() {
+        if required
+            .iter()
+            .any(|field| field.as_str() == Some(name.as_str()))
+        {
+            continue;
+        }
+        let Value::Object(property) = property else {
+            continue;
+        };
+        if let Some(Value::Array(types)) = property.get("type") {
+            let types: Vec<&Value> = types
+                .iter()
+                .filter(|kind| kind.as_str() != Some("null"))
+                .collect();
+            if let [only] = types.as_slice() {
+                let only = (*only).clone();
+                property.insert("type".to_owned(), only);
+            }
+        }
+        if let Some(Value::Array(any_of)) = property.get("anyOf") {
+            let kinds: Vec<&Value> = any_of
+                .iter()
+                .filter(|kind| **kind != serde_json::json!({"type": "null"}))
+                .collect();
+            if let [Value::Object(only)] = kinds.as_slice() {
+                let only = only.clone();
+                property.remove("anyOf");
+                property.extend(only);
+            }
+        }
+    }
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_arguments_say_only_their_type() {
+        let schema = serde_json::json!({
+            "properties": {
+                "limit": {"type": ["integer", "null"], "maximum": 9},
+                "kind": {"anyOf": [{"$ref": "#/$defs/Kind"}, {"type": "null"}], "description": "d"},
+                "must": {"type": ["integer", "null"]}
+            },
+            "required": ["must"]
+        });
+        let Value::Object(schema) = schema else {
+            unreachable!()
+        };
+        let trimmed = Value::Object(optional_not_null(schema));
+        assert_eq!(
+            trimmed["properties"]["limit"],
+            serde_json::json!({"type": "integer", "maximum": 9})
+        );
+        assert_eq!(
+            trimmed["properties"]["kind"],
+            serde_json::json!({"$ref": "#/$defs/Kind", "description": "d"})
+        );
+        assert_eq!(
+            trimmed["properties"]["must"]["type"],
+            serde_json::json!(["integer", "null"])
+        );
+    }
+}
