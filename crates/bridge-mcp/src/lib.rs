@@ -22,6 +22,7 @@
 //!   that both share, so that each gets an answer.
 //! * `delivery`: whether an answer reached its client, so that a consuming
 //!   read can be confirmed without losing messages.
+//! * `fuzzing`: entry points for the fuzz targets in `fuzz/`.
 //! * `cli`: the command line; `main.rs` only calls [`cli::main`].
 //!
 //! Only this crate serves MCP with `rmcp`; it writes no SQL.
@@ -33,6 +34,8 @@ mod arguments;
 pub mod cli;
 mod delivery;
 mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http_layer;
 mod schema;
 mod server;

@@ -84,6 +84,11 @@ impl Rejection {
         self.code.0
     }
 
+    /// The error's message.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The error response.
     pub(crate) fn response(&self) -> ServerJsonRpcMessage {
         JsonRpcMessage::error(
