@@ -15,17 +15,22 @@
 //!   the response body has been sent whole. A server killed while writing,
 //!   a response dropped for a cancelled request, a connection cut in the
 //!   middle of the body: the receipt stays unwritten, and the messages come
-//!   again, marked as redelivered.
+//!   again, marked as redelivered; and
+//! * over HTTP, the answer reached the client: the next call comes on the
+//!   same TCP connection, or the client closed that connection cleanly (see
+//!   `connection`). An answer written whole into a connection that was then
+//!   cut, before the client read it, comes again.
 //!
-//! A client that wants certainty beyond that (an answer written whole and
-//! then lost in the network, before the client read it) passes `ack`: the
-//! id of the last message it processed.
+//! A client may also say what it processed: `ack`, the id of the last
+//! message it is done with.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bridge_core::{ConversationId, SessionId};
+
+use crate::connection::Connection;
 use rmcp::RoleServer;
 use rmcp::service::RequestContext;
 
@@ -34,12 +39,27 @@ use rmcp::service::RequestContext;
 /// marked).
 const REMEMBERED: usize = 1024;
 
-/// Whether one answer was written whole to its client. The transport makes
-/// one per request and marks it; the handler of a consuming read keeps it.
+/// Whether one answer was written whole to its client, and on which HTTP
+/// connection (none over stdio). The transport makes one per request and
+/// marks it; the handler of a consuming read keeps it.
 #[derive(Clone, Debug, Default)]
-pub struct Receipt(Arc<AtomicBool>);
+pub struct Receipt(Arc<Written>);
+
+#[derive(Debug, Default)]
+struct Written {
+    done: AtomicBool,
+    connection: Option<Connection>,
+}
 
 impl Receipt {
+    /// A receipt for an answer on `connection`.
+    pub(crate) fn on(connection: Option<Connection>) -> Receipt {
+        Receipt(Arc::new(Written {
+            done: AtomicBool::new(false),
+            connection,
+        }))
+    }
+
     /// A receipt already marked: for a caller whose transport gives none.
     fn trusted() -> Receipt {
         let receipt = Receipt::default();
@@ -49,11 +69,22 @@ impl Receipt {
 
     /// The answer was written whole.
     pub fn written(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.done.store(true, Ordering::Release);
     }
 
-    fn is_written(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    /// Whether the answer of this receipt reached the client whose next
+    /// request carries `next`: it was written whole, and (over HTTP) the
+    /// next request came on the same connection, or the client closed that
+    /// connection cleanly (see `connection`).
+    fn reached(&self, next: &Receipt) -> bool {
+        if !self.0.done.load(Ordering::Acquire) {
+            return false;
+        }
+        match (&self.0.connection, &next.0.connection) {
+            (None, _) => true,
+            (Some(was), Some(now)) if was.is(now) => true,
+            (Some(was), _) => was.closed_by_client(),
+        }
     }
 
     /// The receipt the transport attached to the request of `context`: in
@@ -86,14 +117,10 @@ pub(crate) struct Deliveries {
 }
 
 impl Deliveries {
-    /// What a consuming call for `key` confirms: `ack` if the client gave
-    /// one; else the messages this client was handed last, if that answer
-    /// was written whole; else nothing.
-    pub(crate) fn confirm(
-        &self,
-        key: &(ConversationId, SessionId),
-        ack: Option<i64>,
-    ) -> Option<i64> {
+    /// What a consuming call for `key`, whose answer will carry `receipt`,
+    /// confirms: `ack` if the client gave one; else the messages this client
+    /// was handed last, if that answer reached it; else nothing.
+    pub(crate) fn confirm(&self, key: &Reader, ack: Option<i64>, receipt: &Receipt) -> Option<i64> {
         if ack.is_some() {
             return ack;
         }
@@ -103,7 +130,7 @@ impl Deliveries {
             .unwrap_or_else(|poison| poison.into_inner());
         latest
             .get(key)
-            .filter(|(receipt, _)| receipt.is_written())
+            .filter(|(handed, _)| handed.reached(receipt))
             .map(|(_, up_to)| *up_to)
     }
 
@@ -125,21 +152,26 @@ impl Deliveries {
 mod tests {
     use super::*;
 
-    fn key() -> (ConversationId, SessionId) {
+    fn key() -> Reader {
         ("conv_0123456789abcdef".parse().unwrap(), SessionId::B)
     }
 
     #[test]
     fn a_call_confirms_the_previous_answer_only_once_it_was_written() {
         let client = Deliveries::default();
-        assert_eq!(client.confirm(&key(), None), None, "nothing handed yet");
-        let first = Receipt::default();
-        client.handed(key(), first.clone(), 10);
-        assert_eq!(client.confirm(&key(), None), None, "not written yet");
-        first.written();
-        assert_eq!(client.confirm(&key(), None), Some(10));
+        let next = Receipt::on(None);
         assert_eq!(
-            client.confirm(&key(), Some(7)),
+            client.confirm(&key(), None, &next),
+            None,
+            "nothing handed yet"
+        );
+        let first = Receipt::on(None);
+        client.handed(key(), first.clone(), 10);
+        assert_eq!(client.confirm(&key(), None, &next), None, "not written yet");
+        first.written();
+        assert_eq!(client.confirm(&key(), None, &next), Some(10));
+        assert_eq!(
+            client.confirm(&key(), Some(7), &next),
             Some(7),
             "the client's word wins"
         );
@@ -148,9 +180,30 @@ mod tests {
     #[test]
     fn another_client_confirms_nothing() {
         let one = Deliveries::default();
-        let receipt = Receipt::default();
+        let receipt = Receipt::on(None);
         receipt.written();
         one.handed(key(), receipt, 10);
-        assert_eq!(Deliveries::default().confirm(&key(), None), None);
+        assert_eq!(
+            Deliveries::default().confirm(&key(), None, &Receipt::on(None)),
+            None
+        );
+    }
+
+    #[test]
+    fn over_http_the_answer_reached_the_client_if_it_calls_on_the_same_connection() {
+        let client = Deliveries::default();
+        let (first, second) = (Connection::default(), Connection::default());
+        let answer = Receipt::on(Some(first.clone()));
+        answer.written();
+        client.handed(key(), answer, 10);
+        assert_eq!(
+            client.confirm(&key(), None, &Receipt::on(Some(first.clone()))),
+            Some(10)
+        );
+        assert_eq!(
+            client.confirm(&key(), None, &Receipt::on(Some(second))),
+            None,
+            "another connection, the first still open: perhaps cut"
+        );
     }
 }

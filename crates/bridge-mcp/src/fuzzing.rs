@@ -39,7 +39,10 @@ pub fn decode_arguments(tool: &str, arguments: JsonObject) -> Option<Result<(), 
         outcome.map(|_| ()).map_err(|error| error.to_string())
     }
     fn key(key: Option<&str>) -> Result<(), String> {
-        checked(key.map(str::parse::<bridge_core::IdempotencyKey>).transpose())
+        checked(
+            key.map(str::parse::<bridge_core::IdempotencyKey>)
+                .transpose(),
+        )
     }
     Some(match tool {
         "create_conversation" => words(parse::<CreateArgs>(arguments)).map(|_| ()),

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
@@ -34,6 +34,7 @@ use rmcp::transport::streamable_http_server::session::{
     ServerSseMessage, SessionId, SessionManager,
 };
 
+use crate::connection::Peer;
 use crate::delivery::Receipt;
 use crate::wire::{self, MAX_MESSAGE_BYTES, Rejection};
 
@@ -310,9 +311,18 @@ pub async fn guard(
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<Peer>>()
+        .map(|ConnectInfo(peer)| peer.clone());
     let message = match wire::decode(&bytes) {
         Ok(message) => message,
-        Err(rejection) => return rejected(StatusCode::BAD_REQUEST, &rejection),
+        Err(rejection) => {
+            if let Some(peer) = &peer {
+                tracing::debug!(peer = %peer.addr, code = rejection.code(), "answering a malformed request");
+            }
+            return rejected(StatusCode::BAD_REQUEST, &rejection);
+        }
     };
     let initializing = matches!(
         &message,
@@ -339,7 +349,7 @@ pub async fn guard(
         }
         return response;
     }
-    let receipt = Receipt::default();
+    let receipt = Receipt::on(peer.and_then(|peer| peer.connection));
     parts.extensions.insert(receipt.clone());
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))

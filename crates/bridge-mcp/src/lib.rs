@@ -21,7 +21,8 @@
 //!   bodies, bounded sessions); `wire`: the check of every incoming message
 //!   that both share, so that each gets an answer.
 //! * `delivery`: whether an answer reached its client, so that a consuming
-//!   read can be confirmed without losing messages.
+//!   read can be confirmed without losing messages; `connection`: the HTTP
+//!   server's TCP connections, and whether the client closed one cleanly.
 //! * `fuzzing`: entry points for the fuzz targets in `fuzz/`.
 //! * `cli`: the command line; `main.rs` only calls [`cli::main`].
 //!
@@ -32,6 +33,7 @@
 
 mod arguments;
 pub mod cli;
+mod connection;
 mod delivery;
 mod exec;
 #[doc(hidden)]

@@ -112,7 +112,7 @@ impl Bridge {
         limit: u32,
     ) -> Result<Vec<Message>, bridge_core::Error> {
         let key = (credentials.conversation_id.clone(), credentials.session);
-        let confirm = self.deliveries.confirm(&key, ack);
+        let confirm = self.deliveries.confirm(&key, ack, &receipt);
         let messages = self.store.deliver(credentials, confirm, limit).await?;
         if let Some(last) = messages.last() {
             self.deliveries.handed(key, receipt, last.id);

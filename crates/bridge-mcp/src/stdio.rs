@@ -139,7 +139,7 @@ fn track(message: &mut ClientJsonRpcMessage, receipts: &Receipts) {
     let mut receipts = receipts.lock().unwrap_or_else(|poison| poison.into_inner());
     match message {
         JsonRpcMessage::Request(request) => {
-            let receipt = Receipt::default();
+            let receipt = Receipt::on(None);
             request.request.extensions_mut().insert(receipt.clone());
             if receipts.len() >= OPEN_RECEIPTS {
                 receipts.clear();

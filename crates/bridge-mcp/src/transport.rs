@@ -25,6 +25,7 @@ use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::{ConnectionListener, Peer};
 use crate::http_layer::{Sessions, guard};
 use crate::server::Bridge;
 use crate::stdio::LineTransport;
@@ -99,6 +100,7 @@ pub async fn serve_http(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
+    let listener = ConnectionListener(listener);
     let cancel = CancellationToken::new();
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(cancel.child_token())
@@ -128,7 +130,7 @@ pub async fn serve_http(
     systemd::ready();
     let pings = systemd::watchdog_interval().map(|every| tokio::spawn(ping_watchdog(every)));
     let stop = cancel.clone();
-    let served = axum::serve(listener, app)
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move {
             shutdown.await;
             systemd::stopping();

@@ -2,6 +2,7 @@
 //! spoken to with the `rmcp` client over stdio and over Streamable HTTP.
 
 mod contract;
+mod durability;
 mod flow;
 mod http;
 mod tasks;

@@ -6,6 +6,8 @@
 mod audit;
 mod concurrency;
 mod conversation;
+mod delivery;
+mod idempotency;
 mod limit;
 mod message;
 mod open;
