@@ -2,10 +2,11 @@
 //! ready-made conversations, raw access to the database file for tampering,
 //! re-running a test in a child process (with other environment variables,
 //! or as an unprivileged user), the workspace's binaries ([`bin`]) and MCP
-//! clients of `bridge-mcp` ([`mcp`]).
+//! clients of `bridge-mcp` ([`mcp`], and a raw HTTP one: [`http`]).
 
 pub mod bin;
 pub mod daemon;
+pub mod http;
 pub mod mcp;
 
 use std::path::{Path, PathBuf};

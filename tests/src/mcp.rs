@@ -292,3 +292,103 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
     }
 }
+
+/// A `bridge-mcp` spoken to over raw stdio: one JSON-RPC message per line,
+/// written and read by the test itself (malformed lines, answers left
+/// unread). Killed when dropped.
+pub struct RawStdio {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Option<BufReader<std::process::ChildStdout>>,
+}
+
+impl RawStdio {
+    /// Starts `bridge-mcp` on `database` (rate limit off) with `args`.
+    pub fn start(database: &Path, args: &[&str]) -> RawStdio {
+        let mut child = Command::new(bin::path("bridge-mcp"))
+            .args(args)
+            .env("BRIDGE_DB", database)
+            .env("BRIDGE_RATE_LIMIT", "0")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bridge-mcp");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().map(BufReader::new);
+        RawStdio {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Starts it and completes the MCP handshake.
+    pub fn initialized(database: &Path, args: &[&str]) -> RawStdio {
+        let mut raw = RawStdio::start(database, args);
+        raw.send(
+            serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1"}}})
+            .to_string()
+            .as_bytes(),
+        );
+        let initialized = raw.answer();
+        assert!(initialized["result"].is_object(), "{initialized}");
+        raw.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        raw
+    }
+
+    /// Writes `line` and a newline.
+    pub fn send(&mut self, line: &[u8]) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(line).expect("write a line");
+        stdin.write_all(b"\n").expect("write a newline");
+        stdin.flush().expect("flush");
+    }
+
+    /// Calls `tool` with `arguments` (request id `id`) without reading the
+    /// answer.
+    pub fn call(&mut self, id: u64, tool: &str, arguments: Value) {
+        self.send(
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": tool, "arguments": arguments}})
+            .to_string()
+            .as_bytes(),
+        );
+    }
+
+    /// The next line the server writes, as JSON.
+    pub fn answer(&mut self) -> Value {
+        let mut line = String::new();
+        let read = self
+            .stdout
+            .as_mut()
+            .expect("stdout open")
+            .read_line(&mut line)
+            .expect("read a line");
+        assert!(read > 0, "bridge-mcp closed its stdout");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"))
+    }
+
+    /// `kill -9`, and waits for the process to end.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Closes stdin (the client is done) and waits for a clean exit.
+    pub fn finish(mut self) -> std::process::ExitStatus {
+        self.stdin = None;
+        self.child.wait().expect("wait for bridge-mcp")
+    }
+}
+
+impl Drop for RawStdio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -2,9 +2,12 @@
 //! spoken to with the `rmcp` client over stdio and over Streamable HTTP.
 
 mod contract;
+mod delivery;
 mod durability;
 mod flow;
 mod http;
+mod malformed;
+mod sessions;
 mod tasks;
 mod team;
 mod yolo;

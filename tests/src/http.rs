@@ -1,0 +1,254 @@
+//! A raw HTTP/1.1 client of `bridge-mcp --http`, for what an MCP client
+//! library hides: malformed bodies, the session header, the TCP connection
+//! a request goes on, a connection cut in the middle of an answer.
+//!
+//! Requests are sequential on one [`Connection`] (keep-alive); responses
+//! are read whole, with `Content-Length` or chunked bodies (the server's
+//! server-sent events). Everything is blocking: tests run it on threads or
+//! `spawn_blocking`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// One TCP connection to the server.
+pub struct Connection {
+    stream: BufReader<TcpStream>,
+    authority: String,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names in lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The JSON-RPC messages of the body: its `data:` lines if it is a
+    /// stream of events, else the body itself.
+    pub fn messages(&self) -> Vec<Value> {
+        let text = self.text();
+        if self
+            .header("content-type")
+            .is_some_and(|kind| kind.starts_with("text/event-stream"))
+        {
+            text.lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(str::trim)
+                .filter(|data| !data.is_empty())
+                .map(|data| serde_json::from_str(data).expect("an event of JSON"))
+                .collect()
+        } else {
+            vec![serde_json::from_str(&text).unwrap_or(Value::Null)]
+        }
+    }
+
+    /// The one JSON-RPC response among the messages.
+    pub fn answer(&self) -> Value {
+        self.messages()
+            .into_iter()
+            .find(|message| message.get("result").is_some() || message.get("error").is_some())
+            .unwrap_or_else(|| panic!("no answer in {}: {}", self.status, self.text()))
+    }
+}
+
+impl Connection {
+    /// Connects to `authority` (`host:port`).
+    pub fn open(authority: &str) -> Connection {
+        let stream = TcpStream::connect(authority).expect("connect to the server");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("a read timeout");
+        Connection {
+            stream: BufReader::new(stream),
+            authority: authority.to_owned(),
+        }
+    }
+
+    /// Sends `POST /mcp` with `body` (JSON unless `content_type` says
+    /// otherwise) and the session header if given, without reading the
+    /// response.
+    pub fn send(&mut self, session: Option<&str>, content_type: &str, body: &[u8]) {
+        let mut request = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+            self.authority,
+            body.len()
+        );
+        if let Some(session) = session {
+            request.push_str(&format!(
+                "Mcp-Session-Id: {session}\r\nMCP-Protocol-Version: 2025-06-18\r\n"
+            ));
+        }
+        request.push_str("\r\n");
+        let stream = self.stream.get_mut();
+        stream.write_all(request.as_bytes()).expect("send headers");
+        stream.write_all(body).expect("send the body");
+    }
+
+    /// `POST /mcp` of a JSON body, and its response.
+    pub fn post(&mut self, session: Option<&str>, body: &[u8]) -> Response {
+        self.send(session, "application/json", body);
+        self.read()
+    }
+
+    /// A request of another method (`DELETE`, say) with the session header.
+    pub fn request(&mut self, method: &str, session: &str) -> Response {
+        let request = format!(
+            "{method} /mcp HTTP/1.1\r\nHost: {}\r\nMcp-Session-Id: {session}\r\n\
+             MCP-Protocol-Version: 2025-06-18\r\nContent-Length: 0\r\n\r\n",
+            self.authority
+        );
+        self.stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .expect("send the request");
+        self.read()
+    }
+
+    /// Reads the status line and headers only, byte by byte: nothing of
+    /// the body is read, not even into a buffer.
+    pub fn read_head_only(&mut self) -> u16 {
+        assert!(self.stream.buffer().is_empty(), "nothing buffered yet");
+        let mut head = Vec::new();
+        let mut byte = [0_u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.stream
+                .get_mut()
+                .read_exact(&mut byte)
+                .expect("a byte of the head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        head.split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not a status line: {head:?}"))
+    }
+
+    /// Reads the status line and headers only.
+    pub fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
+        let mut status = String::new();
+        self.stream.read_line(&mut status).expect("a status line");
+        let code = status
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not a status line: {status:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).expect("a header line");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+            }
+        }
+        (code, headers)
+    }
+
+    /// Reads one response whole.
+    pub fn read(&mut self) -> Response {
+        let (status, headers) = self.read_head();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        let mut body = Vec::new();
+        if header("transfer-encoding").is_some_and(|value| value.contains("chunked")) {
+            loop {
+                let mut size = String::new();
+                self.stream.read_line(&mut size).expect("a chunk size");
+                let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+                let mut chunk = vec![0; size + 2];
+                self.stream.read_exact(&mut chunk).expect("a chunk");
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(length) = header("content-length") {
+            body = vec![0; length.parse().expect("a length")];
+            self.stream.read_exact(&mut body).expect("the body");
+        }
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Closes the connection at once, whatever it has not read: the kernel
+    /// resets it if an answer is waiting unread.
+    pub fn cut(self) {
+        drop(self.stream);
+    }
+}
+
+/// An MCP session opened over a raw connection.
+pub struct Session {
+    /// The `Mcp-Session-Id`.
+    pub id: String,
+    next_id: u64,
+}
+
+impl Session {
+    /// Initializes a session on `connection`.
+    pub fn open(connection: &mut Connection) -> Session {
+        let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"}}});
+        let response = connection.post(None, initialize.to_string().as_bytes());
+        assert_eq!(response.status, 200, "{}", response.text());
+        let id = response
+            .header("mcp-session-id")
+            .expect("a session id")
+            .to_owned();
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let accepted = connection.post(Some(&id), initialized.to_string().as_bytes());
+        assert_eq!(accepted.status, 202, "{}", accepted.text());
+        Session { id, next_id: 1 }
+    }
+
+    /// The body of a `tools/call` of `tool` with `arguments`.
+    pub fn call_body(&mut self, tool: &str, arguments: Value) -> Vec<u8> {
+        self.next_id += 1;
+        json!({"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call",
+               "params": {"name": tool, "arguments": arguments}})
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Calls `tool` on `connection`; returns the tool result.
+    pub fn call(&mut self, connection: &mut Connection, tool: &str, arguments: Value) -> Value {
+        let body = self.call_body(tool, arguments);
+        let response = connection.post(Some(&self.id), &body);
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.answer()["result"].clone()
+    }
+}
