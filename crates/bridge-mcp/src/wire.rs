@@ -17,6 +17,7 @@ use rmcp::model::{
     CallToolRequestParams, ClientJsonRpcMessage, ClientRequest, ErrorCode, ErrorData,
     InitializeRequestParams, JsonRpcMessage, RequestId, ServerJsonRpcMessage,
 };
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The largest message accepted, in bytes (`rmcp`'s own limit for a stdio
@@ -118,11 +119,38 @@ pub(crate) fn cut(text: &str) -> String {
 
 /// Checks one message from a client: `Ok(Some)` to pass on to `rmcp`,
 /// `Ok(None)` for a notification to drop, `Err` for the error to answer.
+///
+/// A message that parses is parsed once, as `rmcp` would; only one that
+/// does not is parsed again as plain JSON, to say what is wrong with it.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Option<ClientJsonRpcMessage>, Rejection> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(too_large(bytes.len()));
     }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match serde_json::from_slice::<ClientJsonRpcMessage>(bytes) {
+        Ok(JsonRpcMessage::Request(request)) => match &request.request {
+            ClientRequest::CustomRequest(custom)
+                if CLIENT_REQUESTS.contains(&custom.method.as_str()) =>
+            {
+                Err(invalid_params(
+                    &custom.method,
+                    custom.params.clone(),
+                    Some(request.id.clone()),
+                ))
+            }
+            _ => Ok(Some(JsonRpcMessage::Request(request))),
+        },
+        Ok(message) => Ok(Some(message)),
+        Err(error) => diagnose(bytes, &error),
+    }
+}
+
+/// Why `bytes`, which `rmcp` could not parse (`error`), is no message: the
+/// error to answer, or `Ok(None)` for a notification or reply to drop.
+fn diagnose(
+    bytes: &[u8],
+    error: &serde_json::Error,
+) -> Result<Option<ClientJsonRpcMessage>, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|error| {
         Rejection::parse_error(format!(
             "Parse error: the message is not UTF-8 (invalid byte at offset {})",
@@ -148,54 +176,40 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Option<ClientJsonRpcMessage>, Rejec
     };
     let id = object
         .get("id")
-        .and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
+        .and_then(|id| RequestId::deserialize(id).ok());
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(Rejection::invalid_request(
             r#"Invalid request: "jsonrpc" must be "2.0""#,
             id,
         ));
     }
-    let method = match object.get("method") {
-        Some(Value::String(method)) => Some(method.clone()),
-        Some(_) => {
-            return Err(Rejection::invalid_request(
-                r#"Invalid request: "method" must be a string"#,
-                id,
-            ));
-        }
-        None => None,
-    };
-    let is_request = method.is_some() && object.contains_key("id");
-    let is_reply =
-        method.is_none() && (object.contains_key("result") || object.contains_key("error"));
-    if is_request && id.is_none() {
-        return Err(Rejection::invalid_request(
-            r#"Invalid request: "id" must be a string or an integer"#,
-            None,
-        ));
-    }
-    let params = object.get("params").cloned();
-    match serde_json::from_value::<ClientJsonRpcMessage>(value) {
-        Ok(JsonRpcMessage::Request(request)) => {
-            if let ClientRequest::CustomRequest(custom) = &request.request
-                && CLIENT_REQUESTS.contains(&custom.method.as_str())
-            {
-                return Err(invalid_params(&custom.method, params, id));
-            }
-            Ok(Some(JsonRpcMessage::Request(request)))
-        }
-        Ok(message) => Ok(Some(message)),
-        Err(error) if is_request => Err(Rejection::invalid_request(
-            format!("Invalid request: {error}"),
-            id,
-        )),
-        // A notification, or a reply to the server, that does not fit: no
-        // answer is due (and answering a reply could start an echo).
-        Err(error) if method.is_some() || is_reply => {
-            tracing::debug!(%error, "dropping a malformed notification or reply");
+    match object.get("method") {
+        Some(Value::String(_)) if object.contains_key("id") => match id {
+            None => Err(Rejection::invalid_request(
+                r#"Invalid request: "id" must be a string or an integer"#,
+                None,
+            )),
+            Some(id) => Err(Rejection::invalid_request(
+                format!("Invalid request: {error}"),
+                Some(id),
+            )),
+        },
+        Some(Value::String(_)) => {
+            // A notification that does not fit: no answer is due.
+            tracing::debug!(%error, "dropping a malformed notification");
             Ok(None)
         }
-        Err(_) => Err(Rejection::invalid_request(
+        Some(_) => Err(Rejection::invalid_request(
+            r#"Invalid request: "method" must be a string"#,
+            id,
+        )),
+        None if object.contains_key("result") || object.contains_key("error") => {
+            // A reply to the server that does not fit: answering it could
+            // start an echo.
+            tracing::debug!(%error, "dropping a malformed reply");
+            Ok(None)
+        }
+        None => Err(Rejection::invalid_request(
             r#"Invalid request: a JSON-RPC message has a "method" (a request or notification) or a "result" or "error" (a reply)"#,
             id,
         )),
