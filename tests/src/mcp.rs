@@ -278,6 +278,11 @@ impl HttpServer {
         HttpServer { child, url }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The `host:port` the server listens on.
     pub fn authority(&self) -> &str {
         self.url

@@ -4,15 +4,21 @@
 //! system's temporary directory (or `$BENCH_DIR`):
 //!
 //! * the physical reference: a bare SQLite single-row insert+commit loop
-//!   through the C API, with the store's pragmas (WAL, `synchronous=NORMAL`),
-//!   and the same loop through `sqlx`, the driver the store uses;
+//!   through the C API, with the store's pragmas (WAL, `synchronous=NORMAL`,
+//!   and `FULL`: one sync per commit), and the same loop through `sqlx`, the
+//!   driver the store uses;
 //! * `send` (message, session update and audit row in one transaction)
-//!   throughput with 1 writer; with 10 writers sharing one store (one server
-//!   process serving ten agents), each in its own conversation or all in one;
-//!   and with 10 writer processes, each with a store of its own on one file
-//!   (ten agents' servers over stdio);
-//! * latency percentiles of one `send`, of a `check` that consumes a message,
-//!   and of a `check` that finds nothing (a poll);
+//!   throughput and latency with 1 writer; with 10 writers sharing one store
+//!   (one server process serving ten agents), each in its own conversation
+//!   or all in one; and with 10 writer processes, each with a store of its
+//!   own on one file (ten agents' servers over stdio); each with durability
+//!   `full` (the default: a sync per commit, shared by a batch) and
+//!   `normal`;
+//! * latency percentiles of a consuming read of one message: confirmed at
+//!   once (`check`), and handed out pending and confirmed by the next read
+//!   (`deliver` with an ack, as `bridge-mcp` does for an agent); and of a
+//!   read that finds nothing (a poll); with durability `normal`, whose
+//!   numbers compare with wave 1's (it had no other);
 //! * redaction of a 50 000-character message, without and with secrets.
 
 #![allow(unsafe_code)] // Only the C-API reference loop, see `bare_sqlite_c`.
@@ -21,7 +27,9 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bridge_core::{Credentials, NewConversation, NewMessage, SessionId, Store, StoreOptions};
+use bridge_core::{
+    Credentials, Durability, NewConversation, NewMessage, SessionId, Store, StoreOptions,
+};
 use bridge_testkit::report::{machine, rate, report_latency, report_rate};
 
 #[tokio::main(flavor = "current_thread")]
@@ -39,52 +47,95 @@ async fn main() {
     println!("{}", machine());
     println!();
 
-    let bare_c = bare_sqlite_c(&dir.path().join("bare-c.db"), 100_000);
+    let bare_c = bare_sqlite_c(&dir.path().join("bare-c.db"), 100_000, "NORMAL");
     report_rate("bare SQLite insert+commit (C API)", bare_c.0, bare_c.1);
+    let bare_full = bare_sqlite_c(&dir.path().join("bare-c-full.db"), 2_000, "FULL");
+    report_rate(
+        "bare SQLite insert+commit (C API), synchronous=FULL",
+        bare_full.0,
+        bare_full.1,
+    );
     let bare_sqlx = bare_sqlite_sqlx(&dir.path().join("bare-sqlx.db"), 20_000).await;
     report_rate("bare SQLite insert+commit (sqlx)", bare_sqlx.0, bare_sqlx.1);
     println!();
 
-    let one = sends(&dir.path().join("one.db"), 1, Conversations::Own, 20_000).await;
-    report_rate("send, 1 writer", one.0, one.1);
-    report_latency("send latency, 1 writer", &one.2);
-    let shared = sends(&dir.path().join("shared.db"), 10, Conversations::Own, 5_000).await;
-    report_rate("send, 10 writers on 1 store", shared.0, shared.1);
-    report_latency("send latency, 10 writers on 1 store", &shared.2);
-    let one_conversation = sends(
-        &dir.path().join("one-conversation.db"),
-        10,
-        Conversations::Shared,
-        5_000,
-    )
-    .await;
-    report_rate(
-        "send, 10 writers on 1 store, 1 conversation",
-        one_conversation.0,
-        one_conversation.1,
-    );
-    let processes = writer_processes(&dir.path().join("processes.db"), 10, 2_000).await;
-    report_rate("send, 10 writer processes", processes.0, processes.1);
-    report_latency("send latency, 10 writer processes", &processes.2);
-    let bare_rate = rate(bare_c.0, bare_c.1);
-    println!(
-        "    10 writers on 1 store: {:.2}x the bare C-API rate, {:.2}x the bare sqlx rate",
-        rate(shared.0, shared.1) / bare_rate,
-        rate(shared.0, shared.1) / rate(bare_sqlx.0, bare_sqlx.1)
-    );
-    println!();
+    for (durability, name, scale) in [
+        (Durability::Full, "full", 1),
+        (Durability::Normal, "normal", 10),
+    ] {
+        let file = |what: &str| dir.path().join(format!("{what}-{name}.db"));
+        let at = |what: &str| format!("{what}, durability {name}");
+        let one = sends(
+            &file("one"),
+            durability,
+            1,
+            Conversations::Own,
+            2_000 * scale,
+        )
+        .await;
+        report_rate(&at("send, 1 writer"), one.0, one.1);
+        report_latency(&at("send latency, 1 writer"), &one.2);
+        let shared = sends(
+            &file("shared"),
+            durability,
+            10,
+            Conversations::Own,
+            500 * scale,
+        )
+        .await;
+        report_rate(&at("send, 10 writers on 1 store"), shared.0, shared.1);
+        report_latency(&at("send latency, 10 writers on 1 store"), &shared.2);
+        let one_conversation = sends(
+            &file("one-conversation"),
+            durability,
+            10,
+            Conversations::Shared,
+            500 * scale,
+        )
+        .await;
+        report_rate(
+            &at("send, 10 writers on 1 store, 1 conversation"),
+            one_conversation.0,
+            one_conversation.1,
+        );
+        let processes = writer_processes(&file("processes"), durability, 10, 200 * scale).await;
+        report_rate(&at("send, 10 writer processes"), processes.0, processes.1);
+        report_latency(&at("send latency, 10 writer processes"), &processes.2);
+        if durability == Durability::Normal {
+            let bare_rate = rate(bare_c.0, bare_c.1);
+            println!(
+                "    10 writers on 1 store: {:.2}x the bare C-API rate, {:.2}x the bare sqlx rate",
+                rate(shared.0, shared.1) / bare_rate,
+                rate(shared.0, shared.1) / rate(bare_sqlx.0, bare_sqlx.1)
+            );
+        } else {
+            println!(
+                "    10 writers on 1 store: {:.1}x the bare C-API rate with a sync per commit",
+                rate(shared.0, shared.1) / rate(bare_full.0, bare_full.1)
+            );
+        }
+        println!();
+    }
 
-    let (consuming, polling) = checks(&dir.path().join("check.db"), 5_000).await;
-    report_latency("check consuming 1 message", &consuming);
-    report_latency("check finding nothing (poll)", &polling);
+    let reads = checks(&dir.path().join("check.db"), 5_000).await;
+    report_latency(
+        "check consuming 1 message (confirmed at once)",
+        &reads.checked,
+    );
+    report_latency(
+        "deliver consuming 1 message, confirmed by the next read",
+        &reads.delivered,
+    );
+    report_latency("check finding nothing (poll)", &reads.polling);
     println!();
 
     redaction();
 }
 
 /// The physical reference: one row inserted and committed per iteration,
-/// straight through SQLite's C API, with the store's pragmas.
-fn bare_sqlite_c(path: &Path, count: usize) -> (usize, Duration) {
+/// straight through SQLite's C API, with the store's pragmas and
+/// `synchronous` as given.
+fn bare_sqlite_c(path: &Path, count: usize, synchronous: &str) -> (usize, Duration) {
     use libsqlite3_sys as ffi;
     use std::ffi::CString;
 
@@ -97,10 +148,10 @@ fn bare_sqlite_c(path: &Path, count: usize) -> (usize, Duration) {
     unsafe {
         assert_eq!(ffi::sqlite3_open(path.as_ptr(), &mut db), ffi::SQLITE_OK);
         for sql in [
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = NORMAL",
-            "PRAGMA foreign_keys = ON",
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+            "PRAGMA journal_mode = WAL".to_owned(),
+            format!("PRAGMA synchronous = {synchronous}"),
+            "PRAGMA foreign_keys = ON".to_owned(),
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)".to_owned(),
         ] {
             let sql = CString::new(sql).expect("no NUL");
             let rc = ffi::sqlite3_exec(
@@ -164,9 +215,10 @@ async fn bare_sqlite_sqlx(path: &Path, count: usize) -> (usize, Duration) {
     (count, elapsed)
 }
 
-fn options(path: &Path) -> StoreOptions {
+fn options(path: &Path, durability: Durability) -> StoreOptions {
     let mut options = StoreOptions::new(path);
     options.rate_limit_per_minute = 0;
+    options.durability = durability;
     options
 }
 
@@ -196,11 +248,12 @@ enum Conversations {
 /// Returns the total, the wall time and every send's latency.
 async fn sends(
     path: &Path,
+    durability: Durability,
     writers: usize,
     conversations: Conversations,
     per_writer: usize,
 ) -> (usize, Duration, Vec<Duration>) {
-    let store = Store::open(options(path)).await.expect("open");
+    let store = Store::open(options(path, durability)).await.expect("open");
     let mut credentials: Vec<Credentials> = Vec::new();
     for _ in 0..writers {
         let next = match (conversations, credentials.first()) {
@@ -240,8 +293,10 @@ async fn sends(
     (writers * per_writer, elapsed, latencies)
 }
 
-/// Set in the environment of a writer child: `database|conversation|count|start`
-/// (start in Unix milliseconds); the token comes in [`CHILD_TOKEN_ENV`].
+/// Set in the environment of a writer child:
+/// `database|conversation|count|start|durability` (start in Unix
+/// milliseconds, durability `full` or `normal`); the token comes in
+/// [`CHILD_TOKEN_ENV`].
 const CHILD_ENV: &str = "BRIDGE_BENCH_WRITER";
 const CHILD_TOKEN_ENV: &str = "BRIDGE_BENCH_TOKEN";
 
@@ -250,10 +305,15 @@ const CHILD_TOKEN_ENV: &str = "BRIDGE_BENCH_TOKEN";
 /// own conversation from a common start.
 async fn writer_processes(
     path: &Path,
+    durability: Durability,
     processes: usize,
     per_process: usize,
 ) -> (usize, Duration, Vec<Duration>) {
-    let store = Store::open(options(path)).await.expect("open");
+    let store = Store::open(options(path, durability)).await.expect("open");
+    let durability = match durability {
+        Durability::Normal => "normal",
+        _ => "full",
+    };
     let mut credentials = Vec::new();
     for _ in 0..processes {
         credentials.push(conversation(&store).await.0);
@@ -267,7 +327,7 @@ async fn writer_processes(
                 .env(
                     CHILD_ENV,
                     format!(
-                        "{}|{}|{per_process}|{start}",
+                        "{}|{}|{per_process}|{start}|{durability}",
                         path.display(),
                         credentials.conversation_id
                     ),
@@ -299,12 +359,18 @@ async fn writer_processes(
 /// The child side of [`writer_processes`]: prints one latency (ns) per line.
 async fn writer_child(job: &str) {
     let fields: Vec<&str> = job.split('|').collect();
-    let [path, conversation, count, start] = fields[..] else {
+    let [path, conversation, count, start, durability] = fields[..] else {
         panic!("bad {CHILD_ENV}");
+    };
+    let durability = match durability {
+        "normal" => Durability::Normal,
+        _ => Durability::Full,
     };
     let token = std::env::var(CHILD_TOKEN_ENV).expect("token");
     let credentials = Credentials::parse(conversation, "a", &token).expect("credentials");
-    let store = Store::open(options(Path::new(path))).await.expect("open");
+    let store = Store::open(options(Path::new(path), durability))
+        .await
+        .expect("open");
     let start: i64 = start.parse().expect("start");
     let wait = start - bridge_core::Timestamp::now().as_millis();
     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
@@ -322,33 +388,60 @@ async fn writer_child(job: &str) {
     print!("{out}");
 }
 
-/// Latency of a consuming `check` that finds one message, and of a `check`
-/// that finds nothing.
-async fn checks(path: &Path, count: usize) -> (Vec<Duration>, Vec<Duration>) {
-    let store = Store::open(options(path)).await.expect("open");
+/// Latencies of consuming reads, with durability `normal`.
+struct Reads {
+    /// `check` consuming one message, confirmed in the same transaction.
+    checked: Vec<Duration>,
+    /// `deliver` of one message, acknowledging the one before (what
+    /// `bridge-mcp` does for an agent that calls again).
+    delivered: Vec<Duration>,
+    /// `check` finding nothing.
+    polling: Vec<Duration>,
+}
+
+/// Latency of consuming reads that find one message, and of a read that
+/// finds nothing.
+async fn checks(path: &Path, count: usize) -> Reads {
+    let store = Store::open(options(path, Durability::Normal))
+        .await
+        .expect("open");
     let (a, b) = conversation(&store).await;
-    for n in 0..count {
+    for n in 0..2 * count {
         store
             .send(&a, NewMessage::new(format!("message {n}")))
             .await
             .expect("send");
     }
-    let mut consuming = Vec::with_capacity(count);
+    let mut checked = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
         let messages = store.check(&b, 1).await.expect("check");
-        consuming.push(started.elapsed());
+        checked.push(started.elapsed());
         assert_eq!(messages.len(), 1);
+    }
+    let mut delivered = Vec::with_capacity(count);
+    let mut ack = None;
+    for _ in 0..count {
+        let started = Instant::now();
+        let messages = store.deliver(&b, ack, 1).await.expect("deliver");
+        delivered.push(started.elapsed());
+        assert_eq!(messages.len(), 1);
+        assert!(!messages[0].redelivered);
+        ack = Some(messages[0].id);
     }
     let mut polling = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        let messages = store.check(&b, 1).await.expect("check");
+        let messages = store.deliver(&b, ack, 1).await.expect("deliver");
         polling.push(started.elapsed());
         assert!(messages.is_empty());
     }
     store.close().await;
-    (consuming, polling)
+    Reads {
+        checked,
+        delivered,
+        polling,
+    }
 }
 
 /// Redaction of a 50 000-character message.

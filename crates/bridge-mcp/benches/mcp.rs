@@ -2,11 +2,14 @@
 //! percentiles, rates and memory.
 //!
 //! Run with `cargo bench -p bridge-mcp`. Every measurement starts the real
-//! `bridge-mcp` binary (`CARGO_BIN_EXE_bridge-mcp`) as a child process and
-//! talks to it over stdio through the `rmcp` client, as an agent's MCP client
-//! does. All servers share one database in the system's temporary directory
-//! (or `$BENCH_DIR`), with rate limiting off (`BRIDGE_RATE_LIMIT=0`) and
-//! their log discarded. Measures:
+//! `bridge-mcp` binary (`CARGO_BIN_EXE_bridge-mcp`, or `$BENCH_BRIDGE_MCP` to
+//! measure another build, e.g. an earlier commit's, with the same client) as
+//! a child process and talks to it over stdio through the `rmcp` client, as
+//! an agent's MCP client does. All servers share one database in the
+//! system's temporary directory (or `$BENCH_DIR`), with rate limiting off
+//! (`BRIDGE_RATE_LIMIT=0`) and their log discarded; they inherit the rest of
+//! the environment (`BRIDGE_DURABILITY=normal` to measure without a sync per
+//! commit). Measures:
 //!
 //! * the round trip of each tool: one client calling sequentially, 200
 //!   warm-up calls and then 2 000 measured per tool; and of MCP's `ping`,
@@ -84,6 +87,12 @@ async fn main() {
     let database = dir.path().join("bridge.db");
     println!("mcp-bridge MCP server benchmarks (bridge-mcp over stdio, rmcp client)");
     println!("database: {}", database.display());
+    if let Some(binary) = std::env::var_os("BENCH_BRIDGE_MCP") {
+        println!("server: {}", binary.to_string_lossy());
+    }
+    if let Some(durability) = std::env::var_os("BRIDGE_DURABILITY") {
+        println!("BRIDGE_DURABILITY={}", durability.to_string_lossy());
+    }
     println!("{}", machine());
     println!();
 
@@ -124,13 +133,14 @@ struct Server {
 impl Server {
     /// Starts `bridge-mcp` on `database` and completes `initialize`.
     async fn start(database: &Path) -> Server {
-        let command =
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge-mcp")).configure(|command| {
-                command
-                    .env("BRIDGE_DB", database)
-                    .env("BRIDGE_RATE_LIMIT", "0")
-                    .env_remove("RUST_LOG");
-            });
+        let binary = std::env::var_os("BENCH_BRIDGE_MCP")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_bridge-mcp").into());
+        let command = tokio::process::Command::new(binary).configure(|command| {
+            command
+                .env("BRIDGE_DB", database)
+                .env("BRIDGE_RATE_LIMIT", "0")
+                .env_remove("RUST_LOG");
+        });
         let (transport, _stderr) = TokioChildProcess::builder(command)
             .stderr(Stdio::null())
             .spawn()
