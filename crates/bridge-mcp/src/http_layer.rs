@@ -5,9 +5,9 @@
 //!   [`MAX_MESSAGE_BYTES`], else `413`), checks it (`wire`) and answers a
 //!   malformed one `400` with its JSON-RPC error, where `rmcp` says `415`;
 //!   refuses a new session past the cap with `503`; attaches a [`Receipt`]
-//!   to the request and marks it once the response body has been sent whole
-//!   ([`ReceiptBody`]), which is how `check_messages` knows its messages
-//!   reached the client (`delivery`).
+//!   to a request and marks it once the response body, with the answer in
+//!   it, has been sent whole ([`ReceiptBody`]), which is how `check_messages`
+//!   knows its messages reached the client (`delivery`).
 //! * [`Sessions`], the session manager: `rmcp`'s in-memory one, with a cap
 //!   on live sessions and an idle expiry that never ends a session while a
 //!   request of it is in flight (a `wait_for_messages` of five minutes is
@@ -26,7 +26,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use http::{HeaderValue, Method, StatusCode, header};
-use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, RequestId, ServerJsonRpcMessage,
+};
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError,
 };
@@ -349,6 +351,12 @@ pub async fn guard(
         }
         return response;
     }
+    let Some(JsonRpcMessage::Request(request)) = &message else {
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
+    };
+    let answer = answer_start(&request.id);
     let receipt = Receipt::on(peer.and_then(|peer| peer.connection));
     parts.extensions.insert(receipt.clone());
     let response = next
@@ -357,9 +365,18 @@ pub async fn guard(
     let (parts, body) = response.into_parts();
     let body = ReceiptBody {
         body,
+        answer,
+        answered: false,
         receipt: Some(receipt),
     };
     Response::from_parts(parts, Body::new(body))
+}
+
+/// How the successful answer to request `id` begins, as `rmcp` writes it
+/// (`serde` keeps the fields in order: `jsonrpc`, `id`, `result`).
+fn answer_start(id: &RequestId) -> Vec<u8> {
+    let id = serde_json::to_string(id).unwrap_or_default();
+    format!(r#""id":{id},"result""#).into_bytes()
 }
 
 /// Whether the request says its body is JSON (else `rmcp` answers `415`).
@@ -411,13 +428,22 @@ fn rejected(status: StatusCode, rejection: &Rejection) -> Response {
     response
 }
 
-/// A response body that marks its request's [`Receipt`] once it has been
-/// sent to the end; dropped before (the connection was cut, the server
-/// stopped), the receipt stays unmarked.
+/// A response body that marks its request's [`Receipt`] once the answer
+/// was in it and it has been sent to the end. Dropped before (the
+/// connection was cut, the server stopped), or ended without the answer
+/// (`rmcp` drops the answer of a request the client cancelled, and ends the
+/// stream), the receipt stays unmarked.
 struct ReceiptBody {
     body: Body,
+    /// How the answer begins: [`answer_start`].
+    answer: Vec<u8>,
+    /// The answer has gone by.
+    answered: bool,
     receipt: Option<Receipt>,
 }
+
+/// An event's head: where a frame of the answer shows whose answer it is.
+const EVENT_HEAD: usize = 256;
 
 impl HttpBody for ReceiptBody {
     type Data = Bytes;
@@ -429,13 +455,25 @@ impl HttpBody for ReceiptBody {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let head = &data[..data.len().min(EVENT_HEAD)];
+                    let answer = &self.answer;
+                    if head
+                        .windows(answer.len())
+                        .any(|window| window == answer.as_slice())
+                    {
+                        self.answered = true;
+                    }
+                }
+            }
             Poll::Ready(None) => {
-                if let Some(receipt) = self.receipt.take() {
+                if let Some(receipt) = self.receipt.take().filter(|_| self.answered) {
                     receipt.written();
                 }
             }
             Poll::Ready(Some(Err(_))) => self.receipt = None,
-            _ => {}
+            Poll::Pending => {}
         }
         polled
     }
@@ -443,7 +481,10 @@ impl HttpBody for ReceiptBody {
     fn is_end_stream(&self) -> bool {
         let end = self.body.is_end_stream();
         // A server may stop polling a body that says it has ended.
-        if end && let Some(receipt) = &self.receipt {
+        if end
+            && self.answered
+            && let Some(receipt) = &self.receipt
+        {
             receipt.written();
         }
         end
@@ -451,5 +492,48 @@ impl HttpBody for ReceiptBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends a body of `events` through a [`ReceiptBody`] for request 7;
+    /// returns whether the receipt was marked.
+    async fn marked(events: &[&str]) -> bool {
+        let frames: Vec<Result<Bytes, std::convert::Infallible>> = events
+            .iter()
+            .map(|event| Ok(Bytes::from(event.to_string())))
+            .collect();
+        let receipt = Receipt::on(None);
+        let body = ReceiptBody {
+            body: Body::from_stream(futures_util::stream::iter(frames)),
+            answer: answer_start(&RequestId::Number(7)),
+            answered: false,
+            receipt: Some(receipt.clone()),
+        };
+        axum::body::to_bytes(Body::new(body), usize::MAX)
+            .await
+            .unwrap();
+        let next = Receipt::on(None);
+        let deliveries = crate::delivery::Deliveries::default();
+        let key = (
+            "conv_0123456789abcdef".parse().unwrap(),
+            bridge_core::SessionId::B,
+        );
+        deliveries.handed(key.clone(), receipt, 1);
+        deliveries.confirm(&key, None, &next).is_some()
+    }
+
+    #[tokio::test]
+    async fn only_a_body_with_the_answer_in_it_marks_the_receipt() {
+        let answer = r#"data: {"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#;
+        assert!(marked(&["id: 0\nretry: 3000\ndata: \n\n", answer, "\n\n"]).await);
+        // rmcp ends the stream of a cancelled request without its answer.
+        assert!(!marked(&["id: 0\nretry: 3000\ndata: \n\n"]).await);
+        // Another request's answer, or an error, is not this one's.
+        assert!(!marked(&[r#"data: {"jsonrpc":"2.0","id":70,"result":{}}"#]).await);
+        assert!(!marked(&[r#"data: {"jsonrpc":"2.0","id":7,"error":{}}"#]).await);
     }
 }
