@@ -10,79 +10,121 @@
 //! A secret is replaced by `[REDACTED:<kind>]`; for `key = value` patterns the
 //! key stays readable and only the value is replaced. Text without secrets
 //! costs one scan by a [`RegexSet`] and is returned borrowed.
+//!
+//! Every pattern is matched against the text as given, and everything any of
+//! them matched is replaced: one secret cannot hide another, neither by being
+//! replaced first (`Bearer password hunter2`: the bearer token `password` is
+//! also the key of `hunter2`) nor by swallowing its key as a value
+//! (`password: secret hunter2`, `api_key api_key hunter2`). Where matches
+//! overlap they are replaced as one, named by the one that starts first.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::LazyLock;
 
-use regex::{Captures, Regex, RegexSet};
+use regex::{Regex, RegexSet};
 
-/// One kind of secret: a name and a pattern. Where the pattern has a group
-/// named `keep`, that part of the match is kept and the rest replaced.
+/// One kind of secret: a name and how to find it.
 struct Pattern {
     kind: &'static str,
-    regex: &'static str,
+    shape: Shape,
 }
 
-/// Every pattern, the original eight first. Order matters where matches could
-/// overlap: earlier patterns run first, and what they replace no longer
-/// matches the later ones.
+/// How a pattern finds its secrets.
+enum Shape {
+    /// Each match of the regex is a secret.
+    Whole(&'static str),
+    /// Each match of the regex is a key, which stays readable; its value,
+    /// the secret, is the run of characters right after it that `value`
+    /// accepts (at least `min` of them), then any `=` padding if `padded`.
+    /// Every key is found, also one inside the value of another.
+    Keyed {
+        key: &'static str,
+        value: fn(char) -> bool,
+        min: usize,
+        padded: bool,
+    },
+}
+
+impl Shape {
+    fn regex(&self) -> &'static str {
+        match self {
+            Shape::Whole(regex) | Shape::Keyed { key: regex, .. } => regex,
+        }
+    }
+}
+
+/// The value of a `key = value` assignment: up to a blank or a quote.
+fn assigned(c: char) -> bool {
+    !c.is_whitespace() && c != '"'
+}
+
+/// A `Bearer` token (RFC 6750's b64token, before its `=` padding).
+fn token68(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '+' | '/')
+}
+
+/// An assignment of a value to a key that matches `key`.
+const fn assignment(kind: &'static str, key: &'static str) -> Pattern {
+    Pattern {
+        kind,
+        shape: Shape::Keyed {
+            key,
+            value: assigned,
+            min: 1,
+            padded: false,
+        },
+    }
+}
+
+/// A secret that is each match of `regex` as a whole.
+const fn whole(kind: &'static str, regex: &'static str) -> Pattern {
+    Pattern {
+        kind,
+        shape: Shape::Whole(regex),
+    }
+}
+
+/// Every pattern, the original eight first. Where matches overlap, the
+/// earlier pattern names the kind when both start at the same place.
 const PATTERNS: &[Pattern] = &[
-    Pattern {
-        kind: "private_key",
-        regex: r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----|[\s\S]*)",
-    },
-    Pattern {
-        kind: "aws_access_key",
-        regex: r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
-    },
-    Pattern {
-        kind: "jwt",
-        regex: r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
-    },
+    whole(
+        "private_key",
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----|[\s\S]*)",
+    ),
+    whole("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    whole(
+        "jwt",
+        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+    ),
     Pattern {
         kind: "bearer_token",
-        regex: r"(?P<keep>(?i:\bbearer)\s+)[A-Za-z0-9\-._~+/]{8,}=*",
+        shape: Shape::Keyed {
+            key: r"(?i:\bbearer)\s+",
+            value: token68,
+            min: 8,
+            padded: true,
+        },
     },
-    Pattern {
-        kind: "github_token",
-        regex: r"\b(?:github_pat_[A-Za-z0-9_]{22,}|gh[pousr]_[A-Za-z0-9]{36,})\b",
-    },
-    Pattern {
-        kind: "anthropic_key",
-        regex: r"\bsk-ant-[A-Za-z0-9]+-[A-Za-z0-9_-]{20,}",
-    },
-    Pattern {
-        kind: "openai_key",
-        regex: r"\bsk-(?:proj-[A-Za-z0-9_-]{20,}|[A-Za-z0-9]{48}\b)",
-    },
-    Pattern {
-        kind: "stripe_key",
-        regex: r"\b(?:sk|rk)_live_[A-Za-z0-9]{16,}\b",
-    },
-    Pattern {
-        kind: "slack_token",
-        regex: r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
-    },
-    Pattern {
-        kind: "google_api_key",
-        regex: r"\bAIza[0-9A-Za-z_-]{35}\b",
-    },
-    Pattern {
-        kind: "password",
-        regex: r#"(?P<keep>(?i:password)["\s:=]+)[^\s"]+"#,
-    },
-    Pattern {
-        kind: "api_key",
-        regex: r#"(?P<keep>(?i:api[_-]?key)["\s:=]+)[^\s"]+"#,
-    },
-    Pattern {
-        kind: "secret",
-        regex: r#"(?P<keep>(?i:secret)["\s:=]+)[^\s"]+"#,
-    },
+    whole(
+        "github_token",
+        r"\b(?:github_pat_[A-Za-z0-9_]{22,}|gh[pousr]_[A-Za-z0-9]{36,})\b",
+    ),
+    whole("anthropic_key", r"\bsk-ant-[A-Za-z0-9]+-[A-Za-z0-9_-]{20,}"),
+    whole(
+        "openai_key",
+        r"\bsk-(?:proj-[A-Za-z0-9_-]{20,}|[A-Za-z0-9]{48}\b)",
+    ),
+    whole("stripe_key", r"\b(?:sk|rk)_live_[A-Za-z0-9]{16,}\b"),
+    whole("slack_token", r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+    whole("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    assignment("password", r#"(?i:password)["\s:=]+"#),
+    assignment("api_key", r#"(?i:api[_-]?key)["\s:=]+"#),
+    assignment("secret", r#"(?i:secret)["\s:=]+"#),
 ];
 
 /// The compiled patterns: a set for the one-scan check, and each regex alone
-/// for the replacement.
+/// for the matches.
 struct Compiled {
     set: RegexSet,
     each: Vec<Regex>,
@@ -91,7 +133,7 @@ struct Compiled {
 static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
     // The patterns are constants covered by the tests below, so compiling them
     // cannot fail at run time.
-    let sources = PATTERNS.iter().map(|pattern| pattern.regex);
+    let sources = PATTERNS.iter().map(|pattern| pattern.shape.regex());
     Compiled {
         set: RegexSet::new(sources.clone()).unwrap_or_else(|error| unreachable!("{error}")),
         each: sources
@@ -126,19 +168,64 @@ pub fn redact(text: &str) -> Redaction<'_> {
             kinds: Vec::new(),
         };
     }
-    let mut out = text.to_owned();
-    let mut kinds = Vec::new();
+    // Every secret of every pattern, in the text as given: (where, pattern).
+    let mut secrets: Vec<(Range<usize>, usize)> = Vec::new();
     for index in matched.iter() {
-        let pattern = &PATTERNS[index];
-        let replaced = compiled.each[index].replace_all(&out, |caps: &Captures<'_>| {
-            let keep = caps.name("keep").map_or("", |keep| keep.as_str());
-            format!("{keep}[REDACTED:{}]", pattern.kind)
-        });
-        if let Cow::Owned(replaced) = replaced {
-            out = replaced;
-            kinds.push(pattern.kind);
+        let regex = &compiled.each[index];
+        match PATTERNS[index].shape {
+            Shape::Whole(_) => {
+                secrets.extend(regex.find_iter(text).map(|found| (found.range(), index)));
+            }
+            Shape::Keyed {
+                value, min, padded, ..
+            } => {
+                let mut covered = 0;
+                for key in regex.find_iter(text) {
+                    // A key inside the value just found has the same value
+                    // (the run of the same characters), or what is left of
+                    // it: replaced already.
+                    if key.end() < covered {
+                        continue;
+                    }
+                    if let Some(end) = value_end(text, key.end(), value, min, padded) {
+                        secrets.push((key.end()..end, index));
+                        covered = end;
+                    }
+                }
+            }
         }
     }
+    if secrets.is_empty() {
+        return Redaction {
+            text: Cow::Borrowed(text),
+            kinds: Vec::new(),
+        };
+    }
+    let mut found: Vec<usize> = secrets.iter().map(|&(_, index)| index).collect();
+    found.sort_unstable();
+    found.dedup();
+    let kinds = found
+        .into_iter()
+        .map(|index| PATTERNS[index].kind)
+        .collect();
+
+    secrets.sort_unstable_by_key(|(range, index)| (range.start, *index));
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut secrets = secrets.into_iter().peekable();
+    while let Some((range, index)) = secrets.next() {
+        // Overlapping secrets are replaced as one.
+        let mut end = range.end;
+        while let Some((next, _)) = secrets.next_if(|(next, _)| next.start < end) {
+            end = end.max(next.end);
+        }
+        out.push_str(&text[copied..range.start]);
+        out.push_str("[REDACTED:");
+        out.push_str(PATTERNS[index].kind);
+        out.push(']');
+        copied = end;
+    }
+    out.push_str(&text[copied..]);
     Redaction {
         kinds,
         text: if out == text {
@@ -147,6 +234,28 @@ pub fn redact(text: &str) -> Redaction<'_> {
             Cow::Owned(out)
         },
     }
+}
+
+/// Where the value that starts at `start` ends: the run of characters
+/// `value` accepts, if it has at least `min` of them, then any `=` padding
+/// if `padded`.
+fn value_end(
+    text: &str,
+    start: usize,
+    value: fn(char) -> bool,
+    min: usize,
+    padded: bool,
+) -> Option<usize> {
+    let rest = &text[start..];
+    let run = rest.find(|c| !value(c)).unwrap_or(rest.len());
+    if rest[..run].chars().count() < min {
+        return None;
+    }
+    let mut end = start + run;
+    if padded {
+        end += text[end..].bytes().take_while(|&byte| byte == b'=').count();
+    }
+    Some(end)
 }
 
 /// Redacts every string inside a JSON value, in place, adding the kinds found
@@ -366,6 +475,76 @@ mod tests {
             })
         );
         assert_eq!(kinds.len(), 2);
+    }
+
+    /// Found by the `redaction` fuzz target (`crash-4d7c4bb8`, kept in its
+    /// corpus as `fuzz-4d7c4bb8`): a key followed by the same key and its
+    /// value. The first match took the second key for its value, and the
+    /// search went on after it: the secret stayed.
+    #[test]
+    fn fuzz_4d7c4bb8_a_key_as_the_value_of_the_same_key() {
+        assert_eq!(
+            redact("api-key\" apIkeY AAAAAAAAAAXQ").text,
+            "api-key\" [REDACTED:api_key] [REDACTED:api_key]"
+        );
+        assert_eq!(
+            redact("PASSWORD\npassword\thunter2hunter2").text,
+            "PASSWORD\n[REDACTED:password]\t[REDACTED:password]"
+        );
+        // Inside a value, a key shares its value: replaced once.
+        assert_eq!(
+            redact("password=password=hunter2").text,
+            "password=[REDACTED:password]"
+        );
+    }
+
+    /// Found by the `redaction` fuzz target (`crash-d1fa436c`, kept as
+    /// `fuzz-d1fa436c`): a key as the value of another kind's key. The
+    /// earlier pattern replaced the later one's key, so the later one no
+    /// longer matched.
+    #[test]
+    fn fuzz_d1fa436c_a_key_as_the_value_of_another_key() {
+        let result = redact("password SeCrET A'tXZW.t{gIX");
+        assert_eq!(
+            result.text,
+            "password [REDACTED:password] [REDACTED:secret]"
+        );
+        assert_eq!(result.kinds, vec!["password", "secret"]);
+        assert_eq!(
+            redact("api_key: secret hunter2hunter2").text,
+            "api_key: [REDACTED:api_key] [REDACTED:secret]"
+        );
+    }
+
+    /// Found by the `redaction` fuzz target (`crash-ee74b4aa`, kept as
+    /// `fuzz-ee74b4aa`): the bearer token `password` is also the key of a
+    /// password, and replacing the token first hid the key.
+    #[test]
+    fn fuzz_ee74b4aa_a_bearer_token_that_is_a_key() {
+        assert_eq!(
+            redact("Bearer password   4AAAAI..IIhz").text,
+            "Bearer [REDACTED:bearer_token]   [REDACTED:password]"
+        );
+        assert_eq!(
+            redact("Bearer PASSWORD=hunter2hunter2").text,
+            "Bearer [REDACTED:bearer_token][REDACTED:password]"
+        );
+    }
+
+    #[test]
+    fn overlapping_secrets_are_replaced_as_one() {
+        // An AWS key inside a Slack token: the token goes whole.
+        let result = redact("xoxb-AKIAIOSFODNN7EXAMPLE-abcdef0123 after");
+        assert_eq!(result.text, "[REDACTED:slack_token] after");
+        assert_eq!(result.kinds, vec!["aws_access_key", "slack_token"]);
+        // A key's value that is a secret of its own: the earlier pattern
+        // names it.
+        let result = redact("secret: AKIAIOSFODNN7EXAMPLE");
+        assert_eq!(result.text, "secret: [REDACTED:aws_access_key]");
+        assert_eq!(result.kinds, vec!["aws_access_key", "secret"]);
+        // A key without a value is no secret.
+        assert_untouched("the password: ");
+        assert_untouched("Bearer short");
     }
 
     #[test]
