@@ -68,17 +68,31 @@ fn described(value: &Value) -> String {
         Value::Null => "null".to_owned(),
         Value::Bool(value) => value.to_string(),
         Value::Number(number) => format!("the number {}", cut(&number.to_string())),
-        Value::String(text) => match text.char_indices().nth(ECHO_CHARS) {
-            None => format!("the text {text:?}"),
-            Some((end, _)) => format!(
-                "the text {:?}… ({} characters)",
-                &text[..end],
-                text.chars().count()
-            ),
-        },
+        Value::String(text) => format!("the text {}", quoted(text)),
         Value::Array(items) => format!("a list of {}", items.len()),
         Value::Object(_) => "an object".to_owned(),
     }
+}
+
+/// `text` in quotes, escaped as Rust escapes text for debugging, with at
+/// most 100 characters between the quotes, escapes counted at their length:
+/// 100 control characters escaped are 600 (`\u{7f}` each).
+fn quoted(text: &str) -> String {
+    let mut quoted = String::from("\"");
+    let mut shown = 0;
+    for c in text.chars() {
+        let escaped: String = match c {
+            '\'' => "'".to_owned(),
+            c => c.escape_debug().collect(),
+        };
+        shown += escaped.chars().count();
+        if shown > ECHO_CHARS {
+            return format!("{quoted}\"… ({} characters)", text.chars().count());
+        }
+        quoted.push_str(&escaped);
+    }
+    quoted.push('"');
+    quoted
 }
 
 /// What the schema expects at `segments`, if it says.
@@ -248,6 +262,30 @@ mod tests {
         assert_eq!(
             text,
             "invalid session_id: expected one of a, b, got the number 5"
+        );
+    }
+
+    /// Found by the `tool_arguments` fuzz target (`crash-6d1a29a4`; its
+    /// corpus keeps the input, minimized, as `fuzz-6d1a29a4`): under 100
+    /// characters, but 79 of them control characters, the echo was escaped
+    /// after it was cut, to a sentence of 600 characters.
+    #[test]
+    fn fuzz_6d1a29a4_escaped_echo_is_cut_to_100_characters() {
+        let text = refused::<SendArgs>(serde_json::json!({
+            "action_type": format!("es{}y-0", "\u{7f}".repeat(79))
+        }));
+        assert!(
+            text.starts_with(
+                "invalid action_type: expected one of question, info, proposal, blocked, complete, got the text \"es\\u{7f}\\u{7f}"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("\"… (84 characters)"), "{text}");
+        assert!(text.chars().count() < 250, "{text}");
+        // Escapes within 100 characters are shown whole, as `{:?}` shows them.
+        assert_eq!(
+            refused::<SendArgs>(serde_json::json!({"action_type": "it's \"é\"\n\u{7f}"})),
+            "invalid action_type: expected one of question, info, proposal, blocked, complete, got the text \"it's \\\"é\\\"\\n\\u{7f}\""
         );
     }
 
