@@ -29,9 +29,8 @@
 
 use crate::auth::Credentials;
 use crate::error::{Error, Result};
-use crate::message::{Message, MessageRowRead, message_read, read_limit};
+use crate::message::{Inbox, Message, message_read, read_limit};
 use crate::store::Store;
-use crate::time::Timestamp;
 use crate::writer::{Batch, Lookups, Operation};
 
 /// The cursors of a session, as a read saw them.
@@ -42,6 +41,14 @@ struct Cursors {
 }
 
 impl Cursors {
+    /// The cursors a read saw.
+    fn of(read: &Inbox) -> Cursors {
+        Cursors {
+            acked_id: read.acked_id,
+            delivered_id: read.delivered_id,
+        }
+    }
+
     /// The confirmed position after an acknowledgment up to `ack`, or why
     /// it is refused.
     fn confirmed(self, ack: Option<i64>) -> Result<i64> {
@@ -108,15 +115,16 @@ impl Store {
     /// confirmed changes nothing.
     pub async fn ack(&self, credentials: &Credentials, up_to: i64) -> Result<()> {
         loop {
-            let read = self.read_undelivered(credentials, Some(up_to), 1).await?;
-            let confirmed = read.seen.confirmed(Some(up_to))?;
-            if confirmed == read.seen.acked_id {
+            let read = self.inbox(DELIVER_SQL, credentials, Some(up_to), 1).await?;
+            let seen = Cursors::of(&read);
+            let confirmed = seen.confirmed(Some(up_to))?;
+            if confirmed == seen.acked_id {
                 return self.touch(credentials, read.last_seen, read.now).await;
             }
             let op = ConsumeOp {
                 credentials: credentials.clone(),
                 ack: Some(up_to),
-                seen: read.seen,
+                seen,
                 handed: None,
                 keep: false,
             };
@@ -135,12 +143,14 @@ impl Store {
     ) -> Result<Vec<Message>> {
         let limit = read_limit(limit)?;
         loop {
-            let Undelivered {
+            let read = self.inbox(DELIVER_SQL, credentials, ack, limit).await?;
+            let seen = Cursors::of(&read);
+            let Inbox {
                 mut messages,
-                seen,
                 last_seen,
                 now,
-            } = self.read_undelivered(credentials, ack, limit).await?;
+                ..
+            } = read;
             let confirmed = seen.confirmed(ack)?;
             let handed = match (messages.first(), messages.last()) {
                 (Some(first), Some(last)) => Some(Handed {
@@ -175,61 +185,11 @@ impl Store {
             // again.
         }
     }
-
-    /// The messages a consuming read after an acknowledgment up to `ack`
-    /// would hand out, at most `limit`, with what the read saw.
-    async fn read_undelivered(
-        &self,
-        credentials: &Credentials,
-        ack: Option<i64>,
-        limit: u32,
-    ) -> Result<Undelivered> {
-        let now = Timestamp::now();
-        let rows: Vec<MessageRowRead> = sqlx::query_as(DELIVER_SQL)
-            .bind(credentials.conversation_id.as_str())
-            .bind(credentials.session.as_str())
-            .bind(limit)
-            .bind(ack)
-            .fetch_all(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
-        let first = rows.first();
-        self.authenticate_read(credentials, first.map(MessageRowRead::auth), now)
-            .await?;
-        let Some(first) = first else {
-            return Err(Error::NoSuchConversation {
-                conversation_id: credentials.conversation_id.clone(),
-            });
-        };
-        let messages = rows
-            .iter()
-            .filter_map(|row| {
-                row.message(self.path(), &credentials.conversation_id)
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Undelivered {
-            messages,
-            seen: Cursors {
-                acked_id: first.acked_id,
-                delivered_id: first.delivered_id,
-            },
-            last_seen: first.last_seen,
-            now,
-        })
-    }
 }
 
-/// What [`Store::read_undelivered`] found.
-struct Undelivered {
-    messages: Vec<Message>,
-    seen: Cursors,
-    last_seen: Option<i64>,
-    now: Timestamp,
-}
-
-/// The messages a consuming read hands out: those after the confirmed ones
-/// (and after ?4, an acknowledged id, if given), at most ?3.
+/// The messages a consuming read hands out, for [`Store::inbox`]: those
+/// after the confirmed ones (and after ?4, an acknowledged id, if given), at
+/// most ?3.
 const DELIVER_SQL: &str = message_read!(
     "SELECT * FROM message
      WHERE conversation_id = ?1 AND recipient = ?2

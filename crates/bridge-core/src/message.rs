@@ -366,7 +366,9 @@ impl Store {
     /// confirmed (new ones, and any handed out but pending), without
     /// handing them out.
     pub async fn peek(&self, credentials: &Credentials, limit: u32) -> Result<Vec<Message>> {
-        let inbox = self.inbox(credentials, None, read_limit(limit)?).await?;
+        let inbox = self
+            .inbox(INBOX_SQL, credentials, None, read_limit(limit)?)
+            .await?;
         self.touch(credentials, inbox.last_seen, inbox.now).await?;
         Ok(inbox.messages)
     }
@@ -381,7 +383,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Message>> {
         let inbox = self
-            .inbox(credentials, Some(after_id), read_limit(limit)?)
+            .inbox(INBOX_SQL, credentials, Some(after_id), read_limit(limit)?)
             .await?;
         self.touch(credentials, inbox.last_seen, inbox.now).await?;
         Ok(inbox.messages)
@@ -460,19 +462,22 @@ impl Store {
             .collect()
     }
 
-    /// The authenticated read behind `check` and `peek`.
-    async fn inbox(
+    /// An authenticated read of the session's messages that `sql` selects
+    /// (a [`message_read!`] whose messages take ?3, a limit, and ?4, an id
+    /// or NULL), with the session's cursors and `last_seen` as it saw them.
+    pub(crate) async fn inbox(
         &self,
+        sql: &'static str,
         credentials: &Credentials,
-        after_id: Option<i64>,
+        id: Option<i64>,
         limit: u32,
     ) -> Result<Inbox> {
         let now = Timestamp::now();
-        let rows: Vec<MessageRowRead> = sqlx::query_as(INBOX_SQL)
+        let rows: Vec<MessageRowRead> = sqlx::query_as(sql)
             .bind(credentials.conversation_id.as_str())
             .bind(credentials.session.as_str())
             .bind(limit)
-            .bind(after_id)
+            .bind(id)
             .fetch_all(self.readers())
             .await
             .map_err(|error| self.shared().sqlx_error(error))?;
@@ -488,6 +493,8 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         Ok(Inbox {
             messages,
+            acked_id: first.map_or(0, |row| row.acked_id),
+            delivered_id: first.map_or(0, |row| row.delivered_id),
             last_seen: first.and_then(|row| row.last_seen),
             now,
         })
@@ -532,11 +539,15 @@ struct SummaryRow {
     newest_id: i64,
 }
 
-/// The session's unread messages and what the read saw of the session.
-struct Inbox {
-    messages: Vec<Message>,
-    last_seen: Option<i64>,
-    now: Timestamp,
+/// The messages a read found, and what it saw of the session.
+pub(crate) struct Inbox {
+    pub(crate) messages: Vec<Message>,
+    /// The session's cursors (see `delivery`).
+    pub(crate) acked_id: i64,
+    pub(crate) delivered_id: i64,
+    pub(crate) last_seen: Option<i64>,
+    /// When the read began.
+    pub(crate) now: Timestamp,
 }
 
 /// A message read: the caller's credentials row (token digest, expiry, its
@@ -634,12 +645,12 @@ impl Store {
 /// One row of a message read: the caller's credentials columns and,
 /// optionally, one message.
 #[derive(sqlx::FromRow)]
-pub(crate) struct MessageRowRead {
+struct MessageRowRead {
     expires_at: i64,
     digest: Vec<u8>,
-    pub(crate) last_seen: Option<i64>,
-    pub(crate) delivered_id: i64,
-    pub(crate) acked_id: i64,
+    last_seen: Option<i64>,
+    delivered_id: i64,
+    acked_id: i64,
     id: Option<i64>,
     sender: Option<String>,
     recipient: Option<String>,
@@ -652,16 +663,12 @@ pub(crate) struct MessageRowRead {
 }
 
 impl MessageRowRead {
-    pub(crate) fn auth(&self) -> (&[u8], Timestamp) {
+    fn auth(&self) -> (&[u8], Timestamp) {
         (&self.digest, Timestamp::from_millis(self.expires_at))
     }
 
     /// The message on this row, if there is one.
-    pub(crate) fn message(
-        &self,
-        path: &Path,
-        conversation_id: &ConversationId,
-    ) -> Result<Option<Message>> {
+    fn message(&self, path: &Path, conversation_id: &ConversationId) -> Result<Option<Message>> {
         let Some(id) = self.id else {
             return Ok(None);
         };
