@@ -310,7 +310,22 @@ pub struct RawStdio {
 impl RawStdio {
     /// Starts `bridge-mcp` on `database` (rate limit off) with `args`.
     pub fn start(database: &Path, args: &[&str]) -> RawStdio {
-        let mut child = Command::new(bin::path("bridge-mcp"))
+        RawStdio::start_under(&[], database, args)
+    }
+
+    /// Starts `bridge-mcp` as [`RawStdio::start`] does, run by `wrapper` (a
+    /// program and its arguments, `strace …` say; none if empty).
+    pub fn start_under(wrapper: &[&str], database: &Path, args: &[&str]) -> RawStdio {
+        let binary = bin::path("bridge-mcp");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(args)
             .env("BRIDGE_DB", database)
             .env("BRIDGE_RATE_LIMIT", "0")
@@ -331,7 +346,13 @@ impl RawStdio {
 
     /// Starts it and completes the MCP handshake.
     pub fn initialized(database: &Path, args: &[&str]) -> RawStdio {
-        let mut raw = RawStdio::start(database, args);
+        RawStdio::initialized_under(&[], database, args)
+    }
+
+    /// Starts it under `wrapper` (see [`RawStdio::start_under`]) and
+    /// completes the MCP handshake.
+    pub fn initialized_under(wrapper: &[&str], database: &Path, args: &[&str]) -> RawStdio {
+        let mut raw = RawStdio::start_under(wrapper, database, args);
         raw.send(
             serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
                 "protocolVersion": "2025-06-18", "capabilities": {},

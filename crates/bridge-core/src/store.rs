@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::limit::Limits;
 use crate::lockfile::LockFile;
 use crate::time::Timestamp;
-use crate::watch::{ChangeSubscription, Changes, DatabaseWatcher};
+use crate::watch::{self, ChangeSubscription, Changes, DatabaseWatcher};
 use crate::writer::{Lookups, Operation, Writer};
 
 /// The migrations, embedded at build time.
@@ -137,6 +137,8 @@ pub(crate) struct Shared {
     pub(crate) changes: Changes,
     /// This store's own commits: what the checkpointer follows.
     pub(crate) commits: Changes,
+    /// The WAL, whose times announce commits to other processes.
+    pub(crate) wal: PathBuf,
 }
 
 /// Why an authentication failed.
@@ -148,10 +150,12 @@ pub(crate) enum AuthFailure {
 }
 
 impl Shared {
-    /// Tells subscribers and the checkpointer that the writer committed.
+    /// Tells subscribers, the checkpointer and other processes' watchers
+    /// that the writer committed.
     pub(crate) fn notify_commit(&self) {
         self.changes.notify();
         self.commits.notify();
+        watch::announce_commit(&self.wal);
     }
 
     /// An engine error, in the words a person understands.
@@ -223,6 +227,8 @@ struct Inner {
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Started by the first [`Store::subscribe`]; stopped with the store.
     watcher: Mutex<Option<DatabaseWatcher>>,
+    /// How the watcher's poll connects (read only).
+    watch_connect: SqliteConnectOptions,
     /// Device and inode of the database file when opened, to notice that it
     /// was replaced.
     identity: Option<(u64, u64)>,
@@ -295,6 +301,7 @@ impl Store {
             ),
             changes: Changes::new(),
             commits: Changes::new(),
+            wal: watch::wal_of(&path),
             key,
             path,
             options,
@@ -304,7 +311,7 @@ impl Store {
         let writer = Writer::start(
             Arc::clone(&shared),
             connection,
-            connect.busy_timeout(Duration::ZERO),
+            connect.clone().busy_timeout(Duration::ZERO),
         );
         tracing::debug!(database = %shared.path.display(), "store opened");
         let identity = file_identity(&shared.path);
@@ -315,6 +322,7 @@ impl Store {
                 writer,
                 checkpointer: Mutex::new(Some(checkpointer)),
                 watcher: Mutex::new(None),
+                watch_connect: connect.read_only(true),
                 identity,
             }),
         })
@@ -341,7 +349,15 @@ impl Store {
     /// Finishes queued writes, then closes every connection. Calls made
     /// afterwards fail with [`Error::Closed`].
     pub async fn close(&self) {
-        self.stop_watching();
+        let watcher = self
+            .inner
+            .watcher
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(watcher) = watcher {
+            watcher.stop().await;
+        }
         let checkpointer = self
             .inner
             .checkpointer
@@ -374,17 +390,10 @@ impl Store {
                 &shared.path,
                 shared.changes.clone(),
                 shared.options.poll_interval,
+                self.inner.watch_connect.clone(),
             ));
         }
         shared.changes.subscribe()
-    }
-
-    fn stop_watching(&self) {
-        self.inner
-            .watcher
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .take();
     }
 
     pub(crate) fn shared(&self) -> &Shared {

@@ -1,11 +1,13 @@
 //! Acknowledged means durable: with the default durability, `bridge-mcp`
 //! answers a send only after the WAL holding it was synced to disk. The
-//! order is read from the system calls themselves (`strace`).
+//! order is read from the system calls themselves (`strace`). And a sync
+//! that takes its time delays no waiter in another process: the commit is
+//! announced once it is published (syncs slowed by `strace`).
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use bridge_tests::mcp::RawStdio;
 use bridge_tests::{TempDb, pair};
 use serde_json::json;
 
@@ -34,53 +36,37 @@ fn strace_usable() -> bool {
 /// second request to the write of its answer.
 fn trace_one_send(db: &TempDb, conversation: &bridge_tests::Pair, extra: &[&str]) -> Vec<String> {
     let trace = db.dir.path().join(format!("trace{}", extra.len()));
-    let mut server = Command::new("strace")
-        .args([
-            "-f",
-            "-y",
-            "-s",
-            "200",
-            "-e",
-            "trace=read,write,fsync,fdatasync",
-            "-o",
-        ])
-        .arg(&trace)
-        .arg(bridge_tests::bin::path("bridge-mcp"))
-        .args(extra)
-        .env("BRIDGE_DB", &db.path)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start bridge-mcp under strace");
-    let mut stdin = server.stdin.take().unwrap();
-    let mut stdout = BufReader::new(server.stdout.take().unwrap()).lines();
-    let mut call = |message: serde_json::Value| {
-        writeln!(stdin, "{message}").unwrap();
-    };
-    call(
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
-    );
-    stdout.next().unwrap().unwrap();
-    call(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let strace = [
+        "strace",
+        "-f",
+        "-y",
+        "-s",
+        "200",
+        "-e",
+        "trace=read,write,fsync,fdatasync",
+        "-o",
+        trace.to_str().expect("a temporary path in UTF-8"),
+    ];
+    let mut server = RawStdio::initialized_under(&strace, &db.path, extra);
     // The first commit of a process creates the WAL, which SQLite syncs
     // whatever the setting: the second send is the one that tells.
     for id in [2, 3] {
-        call(
-            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
-            "name": "send_to_partner", "arguments": {
-                "conversation_id": conversation.created.id.to_string(), "session_id": "a",
-                "token": conversation.a.token.reveal(), "message": format!("durable {id}")}}}),
-        );
-        let answer: serde_json::Value =
-            serde_json::from_str(&stdout.next().unwrap().unwrap()).unwrap();
-        assert_eq!(answer["result"]["isError"], false, "{answer}");
+        send(&mut server, conversation, id, &format!("durable {id}"));
     }
-    drop(stdin);
-    assert!(server.wait().unwrap().success());
+    assert!(server.finish().success());
     between_request_and_answer(&trace)
+}
+
+/// Sends `message` from session a (request `id`) and checks the answer.
+fn send(server: &mut RawStdio, conversation: &bridge_tests::Pair, id: u64, message: &str) {
+    server.call(
+        id,
+        "send_to_partner",
+        json!({"conversation_id": conversation.created.id.to_string(), "session_id": "a",
+               "token": conversation.a.token.reveal(), "message": message}),
+    );
+    let answer = server.answer();
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
 }
 
 /// The trace's lines after the read of the second `tools/call` request
@@ -133,4 +119,74 @@ fn the_wal_is_synced_before_a_send_is_answered_unless_durability_is_normal() {
         "with --durability normal the answer does not wait for a sync:\n{}",
         normal.join("\n")
     );
+}
+
+/// A commit is announced once others can read it, not only when its WAL is
+/// written: `bridge-mcp` sends with every sync slowed by 300 ms (`strace`
+/// delays it), and a waiter in this process, whose slow poll would not look
+/// for ten minutes, must see each message before the next is sent. Woken by
+/// the WAL's write alone, it would query during the sync, find nothing and
+/// sleep on.
+#[test]
+fn a_waiter_elsewhere_wakes_when_a_slowly_synced_commit_is_published() {
+    if !strace_usable() {
+        return;
+    }
+    let db = TempDb::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (waiter_store, conversation) = runtime.block_on(async {
+        let store = db.open().await;
+        let conversation = pair(&store).await;
+        store.close().await;
+        let mut options = db.options();
+        options.poll_interval = std::time::Duration::from_secs(600);
+        let waiter_store = bridge_core::Store::open(options).await.unwrap();
+        (waiter_store, conversation)
+    });
+    let (seen, mut seen_by_waiter) = tokio::sync::mpsc::unbounded_channel();
+    let waiter = {
+        let store = waiter_store.clone();
+        let b = conversation.b.clone();
+        runtime.spawn(async move {
+            loop {
+                let mut changes = store.subscribe();
+                let messages = store.check(&b, 10).await.unwrap();
+                if messages.is_empty() {
+                    changes.changed().await.unwrap();
+                }
+                for message in messages {
+                    if seen.send(message.body).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+
+    let slow_syncs = [
+        "strace",
+        "-f",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=fsync,fdatasync",
+        "-e",
+        "inject=fsync,fdatasync:delay_exit=300000",
+    ];
+    let mut server = RawStdio::initialized_under(&slow_syncs, &db.path, &[]);
+    for id in 2..5 {
+        send(&mut server, &conversation, id, &format!("slow {id}"));
+        // The sender stays idle until the waiter saw it: no later write
+        // may wake the waiter in its place.
+        let body = runtime
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(60), seen_by_waiter.recv())
+                    .await
+            })
+            .unwrap_or_else(|_| panic!("message {id} not seen without the slow poll"));
+        assert_eq!(body.as_deref(), Some(format!("slow {id}").as_str()));
+    }
+    assert!(server.finish().success());
+    waiter.abort();
+    runtime.block_on(waiter_store.close());
 }
