@@ -76,6 +76,9 @@ impl Connection {
     /// Connects to `authority` (`host:port`).
     pub fn open(authority: &str) -> Connection {
         let stream = TcpStream::connect(authority).expect("connect to the server");
+        // As an HTTP client library does: no request waits for the
+        // acknowledgement of the one before.
+        stream.set_nodelay(true).expect("TCP_NODELAY");
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .expect("a read timeout");
@@ -101,9 +104,12 @@ impl Connection {
             ));
         }
         request.push_str("\r\n");
-        let stream = self.stream.get_mut();
-        stream.write_all(request.as_bytes()).expect("send headers");
-        stream.write_all(body).expect("send the body");
+        let mut request = request.into_bytes();
+        request.extend_from_slice(body);
+        self.stream
+            .get_mut()
+            .write_all(&request)
+            .expect("send the request");
     }
 
     /// `POST /mcp` of a JSON body, and its response.
