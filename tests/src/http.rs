@@ -2,21 +2,56 @@
 //! library hides: malformed bodies, the session header, the TCP connection
 //! a request goes on, a connection cut in the middle of an answer.
 //!
-//! Requests are sequential on one [`Connection`] (keep-alive); responses
-//! are read whole, with `Content-Length` or chunked bodies (the server's
-//! server-sent events). Everything is blocking: tests run it on threads or
-//! `spawn_blocking`.
+//! Requests are sequential on one [`Connection`] (keep-alive), plain or TLS;
+//! responses are read whole, with `Content-Length` or chunked bodies (the
+//! server's server-sent events). Everything is blocking: tests run it on
+//! threads or `spawn_blocking`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use serde_json::{Value, json};
 
 /// One TCP connection to the server.
 pub struct Connection {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
     authority: String,
+}
+
+/// A connection's bytes: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.read(buf),
+            Stream::Tls(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.write(buf),
+            Stream::Tls(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(stream) => stream.flush(),
+            Stream::Tls(stream) => stream.flush(),
+        }
+    }
 }
 
 /// A response, read whole.
@@ -75,16 +110,45 @@ impl Response {
 impl Connection {
     /// Connects to `authority` (`host:port`).
     pub fn open(authority: &str) -> Connection {
-        let stream = TcpStream::connect(authority).expect("connect to the server");
-        // As an HTTP client library does: no request waits for the
-        // acknowledgement of the one before.
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("a read timeout");
         Connection {
-            stream: BufReader::new(stream),
+            stream: BufReader::new(Stream::Plain(tcp(authority))),
             authority: authority.to_owned(),
+        }
+    }
+
+    /// Connects to `authority` over TLS with `config`, and completes the
+    /// handshake (the server's certificate must name the host of
+    /// `authority`); the error if it fails.
+    pub fn open_tls(authority: &str, config: Arc<ClientConfig>) -> Result<Connection, String> {
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = ServerName::try_from(host.to_owned()).map_err(|error| error.to_string())?;
+        let client = ClientConnection::new(config, name).map_err(|error| error.to_string())?;
+        let mut stream = StreamOwned::new(client, tcp(authority));
+        while stream.conn.is_handshaking() {
+            stream
+                .conn
+                .complete_io(&mut stream.sock)
+                .map_err(|error| error.to_string())?;
+        }
+        Ok(Connection {
+            stream: BufReader::new(Stream::Tls(Box::new(stream))),
+            authority: authority.to_owned(),
+        })
+    }
+
+    /// The certificate the server presented, over TLS.
+    pub fn server_certificate(&self) -> Option<CertificateDer<'static>> {
+        match self.stream.get_ref() {
+            Stream::Plain(_) => None,
+            Stream::Tls(stream) => stream
+                .conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|certificate| certificate.clone().into_owned()),
         }
     }
 
@@ -214,6 +278,18 @@ impl Connection {
     pub fn cut(self) {
         drop(self.stream);
     }
+}
+
+/// A TCP connection to `authority` as an HTTP client library makes it: no
+/// request waits for the acknowledgement of the one before (no Nagle), and
+/// a read gives up after 30 s.
+fn tcp(authority: &str) -> TcpStream {
+    let stream = TcpStream::connect(authority).expect("connect to the server");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    stream
 }
 
 /// An MCP session opened over a raw connection.

@@ -8,6 +8,7 @@ pub mod bin;
 pub mod daemon;
 pub mod http;
 pub mod mcp;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

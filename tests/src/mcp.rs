@@ -242,7 +242,7 @@ pub fn caller(conversation_id: &str, session: &str, token: &str, more: Value) ->
 /// A `bridge-mcp --http` process on a loopback port of its choosing.
 pub struct HttpServer {
     child: Child,
-    /// `http://127.0.0.1:<port>/mcp`.
+    /// `http://127.0.0.1:<port>/mcp` (`https://` with TLS).
     pub url: String,
 }
 
@@ -286,6 +286,7 @@ impl HttpServer {
     /// The `host:port` the server listens on.
     pub fn authority(&self) -> &str {
         self.url
+            .trim_start_matches("https://")
             .trim_start_matches("http://")
             .trim_end_matches("/mcp")
     }

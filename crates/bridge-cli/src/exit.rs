@@ -74,8 +74,14 @@ pub fn block_on(
 /// Prints `program: error: cause: ...` on stderr, once, and returns the exit
 /// code for it.
 pub fn report(program: &str, error: &anyhow::Error) -> ExitCode {
+    report_as(program, error, code_for(error))
+}
+
+/// Prints `error` as [`report`] does, and returns `code`: for an error
+/// this crate does not know (a program's own configuration error, say).
+pub fn report_as(program: &str, error: &anyhow::Error, code: u8) -> ExitCode {
     eprintln!("{program}: {error:#}");
-    ExitCode::from(code_for(error))
+    ExitCode::from(code)
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use clap::Parser;
 use crate::exec::Execution;
 use crate::http_layer::{DEFAULT_MAX_SESSIONS, Sessions};
 use crate::server::Bridge;
-use crate::transport::{check_listen_address, serve_http, serve_stdio};
+use crate::tls::{Certificates, TlsError, TlsFiles};
+use crate::transport::{HttpOptions, PublicHost, serve_http, serve_stdio};
 use bridge_exec::Sandbox;
 
 /// The MCP server of mcp-bridge: agents create conversations, exchange
@@ -46,6 +47,36 @@ pub struct Args {
     /// Let --http listen on an address other than loopback
     #[arg(long, requires = "http")]
     allow_remote: bool,
+
+    /// With --http: serve HTTPS with this PEM certificate chain (the
+    /// server's certificate first); read again on SIGHUP
+    #[arg(
+        long,
+        env = "BRIDGE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// With --http: the PEM private key of --tls-cert
+    #[arg(
+        long,
+        env = "BRIDGE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// With --http on an address other than loopback: serve plain HTTP
+    /// (only behind a proxy that encrypts)
+    #[arg(long, requires = "http", conflicts_with = "tls_cert")]
+    insecure_plaintext: bool,
+
+    /// With --http: a name clients reach this server by (DNS, a proxy),
+    /// with the port they use if it is not the listening one; allowed in
+    /// Host and Origin. Repeatable
+    #[arg(long, value_name = "NAME[:PORT]", requires = "http", value_parser = PublicHost::parse)]
+    public_host: Vec<PublicHost>,
 
     /// With --http: at most this many live MCP sessions; past it, a new
     /// session is refused (503)
@@ -115,6 +146,9 @@ pub fn main() -> ExitCode {
         .and_then(|runtime| runtime.block_on(run(args)));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.chain().any(|cause| cause.is::<TlsError>()) => {
+            exit::report_as("bridge-mcp", &error, exit::CONFIG)
+        }
         Err(error) => exit::report("bridge-mcp", &error),
     }
 }
@@ -128,12 +162,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut options = store_args.options()?;
     args.limit.apply(&mut options);
-    if let Some(addr) = args.http {
-        // Before the database is opened, or created.
-        check_listen_address(addr, args.allow_remote)?;
-        // Many agents read at once.
-        options.readers = 8;
-    }
+    let http = match args.http {
+        Some(addr) => {
+            // Before the database is opened, or created.
+            let tls = match (args.tls_cert, args.tls_key) {
+                (Some(certificate), Some(key)) => {
+                    Some(Certificates::load(TlsFiles { certificate, key })?)
+                }
+                _ => None,
+            };
+            let http = HttpOptions {
+                addr,
+                allow_remote: args.allow_remote,
+                tls,
+                insecure_plaintext: args.insecure_plaintext,
+                public_hosts: args.public_host,
+            };
+            http.check()?;
+            // Many agents read at once.
+            options.readers = 8;
+            Some(http)
+        }
+        None => None,
+    };
     let store = Store::open(options).await?;
     tracing::info!(database = %store.path().display(), "store open");
     let sandbox = match args.sandbox {
@@ -161,11 +212,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let signal = signal.await;
         tracing::info!(signal, "shutting down");
     };
-    let served = match args.http {
-        Some(addr) => {
+    let served = match http {
+        Some(http) => {
             let limit = usize::try_from(args.max_sessions).unwrap_or(usize::MAX);
             let sessions = Sessions::new(limit, args.session_idle);
-            serve_http(bridge, addr, args.allow_remote, sessions, shutdown).await
+            serve_http(bridge, http, sessions, shutdown).await
         }
         None => serve_stdio(bridge, shutdown).await,
     };

@@ -11,6 +11,12 @@
 //! read the end of it). A connection cut in the network, reset, or simply
 //! still open while the client calls through another, proves nothing
 //! (`delivery`).
+//!
+//! Over TLS the same holds for the TLS stream: a client's clean close is its
+//! `close_notify` (an end of stream without one is an error, and proves
+//! nothing). Handshakes run in tasks of their own, at most
+//! [`MAX_HANDSHAKES`] at once and each for at most [`HANDSHAKE_TIME`], so
+//! a slow or silent client delays no other.
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,6 +30,16 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// TLS handshakes in progress at once; past it, connections wait in the
+/// kernel's backlog.
+pub(crate) const MAX_HANDSHAKES: usize = 256;
+/// How long a client may take to complete its TLS handshake.
+pub(crate) const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
 
 /// One accepted TCP connection. Clones are the same connection.
 #[derive(Clone, Debug, Default)]
@@ -56,52 +72,116 @@ pub struct Peer {
     pub connection: Option<Connection>,
 }
 
-/// A TCP listener whose connections report how they end.
-pub(crate) struct ConnectionListener(pub(crate) TcpListener);
+/// A TCP listener, with TLS or without, whose connections report how they
+/// end. Accepts in a task of its own, stopped when the listener is dropped.
+pub(crate) struct ConnectionListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<(TrackedStream, Peer)>,
+    accepting: JoinHandle<()>,
+}
+
+impl Drop for ConnectionListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl ConnectionListener {
+    /// Accepts connections on `listener`, over TLS if `tls` is given.
+    pub(crate) fn new(listener: TcpListener, tls: Option<TlsAcceptor>) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (ready, incoming) = mpsc::channel(MAX_HANDSHAKES);
+        let accepting = tokio::spawn(accept(listener, tls, ready));
+        Ok(ConnectionListener {
+            local,
+            ready: incoming,
+            accepting,
+        })
+    }
+}
+
+/// Accepts connections and hands them, after their handshake, to `ready`,
+/// until its receiver is gone.
+async fn accept(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ready: mpsc::Sender<(TrackedStream, Peer)>,
+) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // A connection that failed before it was accepted, or too
+                // many open files: go on, after a pause for the latter.
+                if !matches!(
+                    error.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                ) {
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+        };
+        // A response is written in pieces (head, then each event of the
+        // stream): with Nagle's algorithm, each piece after the first waits
+        // for the client's delayed acknowledgement, 40 ms a request on Linux.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot turn Nagle's algorithm off");
+        }
+        let Some(tls) = &tls else {
+            if ready.send(tracked(Io::Plain(stream), addr)).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+            return;
+        };
+        let (tls, ready) = (tls.clone(), ready.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(HANDSHAKE_TIME, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    // An error: the server is shutting down.
+                    let _ = ready.send(tracked(Io::Tls(Box::new(stream)), addr)).await;
+                }
+                // Scanners and plain-HTTP clients: not worth a warning each.
+                Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+fn tracked(io: Io, addr: SocketAddr) -> (TrackedStream, Peer) {
+    let connection = Connection::default();
+    let peer = Peer {
+        addr,
+        connection: Some(connection.clone()),
+    };
+    (TrackedStream { io, connection }, peer)
+}
 
 impl Listener for ConnectionListener {
     type Io = TrackedStream;
     type Addr = Peer;
 
     async fn accept(&mut self) -> (TrackedStream, Peer) {
-        loop {
-            match self.0.accept().await {
-                Ok((stream, addr)) => {
-                    // A response is written in pieces (head, then each
-                    // event of the stream): with Nagle's algorithm, each
-                    // piece after the first waits for the client's delayed
-                    // acknowledgement, 40 ms a request on Linux.
-                    if let Err(error) = stream.set_nodelay(true) {
-                        tracing::debug!(%error, "cannot turn Nagle's algorithm off");
-                    }
-                    let connection = Connection::default();
-                    let peer = Peer {
-                        addr,
-                        connection: Some(connection.clone()),
-                    };
-                    return (TrackedStream { stream, connection }, peer);
-                }
-                Err(error) => {
-                    // A connection that failed before it was accepted, or
-                    // too many open files: go on, after a pause for the
-                    // latter.
-                    if !matches!(
-                        error.kind(),
-                        io::ErrorKind::ConnectionRefused
-                            | io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::ConnectionReset
-                    ) {
-                        tracing::warn!(%error, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
+        match self.ready.recv().await {
+            Some(accepted) => accepted,
+            // The accepting task ended (it does not, but for a panic):
+            // accept nothing more.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> io::Result<Peer> {
         Ok(Peer {
-            addr: self.0.local_addr()?,
+            addr: self.local,
             connection: None,
         })
     }
@@ -113,10 +193,26 @@ impl Connected<IncomingStream<'_, ConnectionListener>> for Peer {
     }
 }
 
-/// A TCP stream that notices the client's clean close.
+/// A connection's byte stream, plain or TLS.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// A connection's stream that notices the client's clean close.
 pub(crate) struct TrackedStream {
-    stream: TcpStream,
+    io: Io,
     connection: Connection,
+}
+
+/// Calls `$method` on whichever stream `$io` holds.
+macro_rules! on_io {
+    ($io:expr, $stream:ident => $call:expr) => {
+        match $io {
+            Io::Plain($stream) => $call,
+            Io::Tls($stream) => $call,
+        }
+    };
 }
 
 impl AsyncRead for TrackedStream {
@@ -127,7 +223,7 @@ impl AsyncRead for TrackedStream {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let wanted = buf.remaining() > 0;
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let polled = on_io!(&mut self.io, stream => Pin::new(stream).poll_read(cx, buf));
         if matches!(polled, Poll::Ready(Ok(()))) && wanted && buf.filled().len() == before {
             self.connection.client_closed();
         }
@@ -141,15 +237,15 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        on_io!(&mut self.io, stream => Pin::new(stream).poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        on_io!(&mut self.io, stream => Pin::new(stream).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        on_io!(&mut self.io, stream => Pin::new(stream).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -157,11 +253,11 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        on_io!(&mut self.io, stream => Pin::new(stream).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        on_io!(&self.io, stream => stream.is_write_vectored())
     }
 }
 
@@ -171,7 +267,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn accepted() -> (TcpStream, TrackedStream, Connection) {
-        let mut listener = ConnectionListener(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut listener = ConnectionListener::new(tcp, None).unwrap();
         let addr = listener.local_addr().unwrap().addr;
         let client = TcpStream::connect(addr).await.unwrap();
         let (server, peer) = listener.accept().await;
@@ -181,7 +278,10 @@ mod tests {
     #[tokio::test]
     async fn answers_are_sent_without_waiting_for_acknowledgements() {
         let (_client, server, _connection) = accepted().await;
-        assert!(server.stream.nodelay().unwrap());
+        let Io::Plain(stream) = &server.io else {
+            panic!("a plain connection")
+        };
+        assert!(stream.nodelay().unwrap());
     }
 
     #[tokio::test]

@@ -22,7 +22,9 @@
 //!   that both share, so that each gets an answer.
 //! * `delivery`: whether an answer reached its client, so that a consuming
 //!   read can be confirmed without losing messages; `connection`: the HTTP
-//!   server's TCP connections, and whether the client closed one cleanly.
+//!   server's connections (TCP or TLS), and whether the client closed one
+//!   cleanly; `tls`: the certificate served over HTTPS, read again on
+//!   `SIGHUP`.
 //! * `fuzzing`: entry points for the fuzz targets in `fuzz/`.
 //! * `cli`: the command line; `main.rs` only calls [`cli::main`].
 //!
@@ -42,6 +44,7 @@ mod http_layer;
 mod schema;
 mod server;
 mod stdio;
+mod tls;
 mod tools;
 mod transport;
 mod wire;
@@ -49,4 +52,5 @@ mod wire;
 pub use exec::Execution;
 pub use http_layer::{DEFAULT_MAX_SESSIONS, Sessions};
 pub use server::Bridge;
-pub use transport::{HTTP_PATH, serve_http, serve_stdio};
+pub use tls::{Certificates, TlsError, TlsFiles};
+pub use transport::{HTTP_PATH, HttpOptions, PublicHost, serve_http, serve_stdio};

@@ -5,10 +5,12 @@
 //! ([`Bridge::for_new_client`]): over HTTP, one per MCP session.
 //!
 //! HTTP is guarded against DNS rebinding: it listens on loopback unless the
-//! operator allows otherwise; a request's `Host` must name the bound loopback
-//! address; and a request that carries an `Origin` (a browser's) must come
-//! from a loopback origin. rmcp checks both once configured (its origin list
-//! is empty, i.e. unchecked, by default).
+//! operator allows otherwise; a request's `Host` must name the bound
+//! address, `localhost`, or a name given with `--public-host`; and a request
+//! that carries an `Origin` (a browser's) must come from a loopback origin or
+//! one of those names. rmcp checks both once configured (its origin list is
+//! empty, i.e. unchecked, by default). Off loopback it serves HTTPS
+//! (`tls`), or plain HTTP only when told so explicitly.
 //!
 //! Under systemd (`Type=notify`, `WatchdogSec=`), the HTTP server says
 //! `READY=1` once its socket listens, pings the watchdog while it serves, and
@@ -29,6 +31,7 @@ use crate::connection::{ConnectionListener, Peer};
 use crate::http_layer::{Sessions, guard};
 use crate::server::Bridge;
 use crate::stdio::LineTransport;
+use crate::tls::{self, Certificates};
 
 /// The path the HTTP server answers on.
 pub const HTTP_PATH: &str = "/mcp";
@@ -72,44 +75,164 @@ pub async fn serve_stdio(
     Ok(())
 }
 
-/// Refuses an address other than loopback unless `allow_remote`: agents on
-/// other machines could reach the bridge.
-pub(crate) fn check_listen_address(addr: SocketAddr, allow_remote: bool) -> anyhow::Result<()> {
-    if !addr.ip().is_loopback() && !allow_remote {
-        bail!(
-            "refusing to listen on {addr}: it is not a loopback address, and agents on other machines \
-             could reach the bridge (pass --allow-remote if that is what you want)"
-        );
-    }
-    Ok(())
+/// How the HTTP server listens.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// The address to bind.
+    pub addr: SocketAddr,
+    /// Whether an address other than loopback is allowed.
+    pub allow_remote: bool,
+    /// Serve HTTPS with these; `None`: plain HTTP.
+    pub tls: Option<Arc<Certificates>>,
+    /// Whether plain HTTP off loopback is allowed (a proxy in front
+    /// encrypts).
+    pub insecure_plaintext: bool,
+    /// Names clients reach the server by, through DNS or a proxy.
+    pub public_hosts: Vec<PublicHost>,
 }
 
-/// Serves Streamable HTTP at `http://ADDR/mcp` until `shutdown` resolves,
-/// with at most `sessions`' live sessions. Refuses an address other than
-/// loopback unless `allow_remote`. Tells systemd when it is ready and when
-/// it stops, and pings its watchdog.
+impl HttpOptions {
+    /// Refuses an address other than loopback unless `allow_remote` (agents
+    /// on other machines could reach the bridge), and plain HTTP there
+    /// unless `insecure_plaintext` (tokens would cross the network
+    /// readable).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let addr = self.addr;
+        if addr.ip().is_loopback() {
+            return Ok(());
+        }
+        if !self.allow_remote {
+            bail!(
+                "refusing to listen on {addr}: it is not a loopback address, and agents on other \
+                 machines could reach the bridge (pass --allow-remote if that is what you want)"
+            );
+        }
+        if self.tls.is_none() && !self.insecure_plaintext {
+            bail!(
+                "refusing to serve plain HTTP on {addr}: it is not a loopback address, and tokens \
+                 would cross the network readable; give --tls-cert and --tls-key, or pass \
+                 --insecure-plaintext if a proxy in front of the bridge encrypts"
+            );
+        }
+        Ok(())
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
+
+/// A name (and port) by which clients reach the server: `--public-host`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicHost {
+    host: String,
+    port: Option<u16>,
+}
+
+impl PublicHost {
+    /// Parses `NAME[:PORT]`: a DNS name, an IPv4 address, or an IPv6 one
+    /// in brackets; the port, if given, from 1 to 65535.
+    pub fn parse(text: &str) -> Result<PublicHost, String> {
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') && !port.contains(']') => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|port| *port > 0)
+                    .ok_or_else(|| format!("the port {port:?} is not a number from 1 to 65535"))?;
+                (host, Some(port))
+            }
+            _ => (text, None),
+        };
+        let bracketed = host.starts_with('[') && host.ends_with(']');
+        let valid = if bracketed {
+            host[1..host.len() - 1]
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok()
+        } else {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        };
+        if !valid {
+            return Err(format!(
+                "{host:?} is not a host name (letters, digits, '-' and '.'), an IPv4 address, \
+                 or an IPv6 address in brackets"
+            ));
+        }
+        Ok(PublicHost {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Its `Host` value: with its port, or any port.
+    fn authority(&self) -> String {
+        match self.port {
+            Some(port) => format!("{}:{port}", self.host),
+            None => self.host.clone(),
+        }
+    }
+
+    /// Its browser origin under `scheme`: with its port, or any port.
+    fn origin(&self, scheme: &str) -> String {
+        match self.port {
+            Some(port) => format!("{scheme}://{}:{port}", self.host),
+            None => format!("{scheme}://{}:*", self.host),
+        }
+    }
+}
+
+/// Serves Streamable HTTP (or HTTPS) at `ADDR/mcp` until `shutdown`
+/// resolves, with at most `sessions`' live sessions. Refuses what
+/// [`HttpOptions::check`] refuses. Tells systemd when it is ready and when it
+/// stops, and pings its watchdog. With TLS, reads the certificate again at
+/// every `SIGHUP` (without, logs it and goes on).
 pub async fn serve_http(
     bridge: Bridge,
-    addr: SocketAddr,
-    allow_remote: bool,
+    options: HttpOptions,
     sessions: Sessions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    check_listen_address(addr, allow_remote)?;
+    options.check()?;
+    let addr = options.addr;
+    let acceptor = match &options.tls {
+        Some(certificates) => {
+            let config = certificates.server_config().context("configuring TLS")?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        }
+        None => None,
+    };
+    // Before the socket listens: a SIGHUP from then on reloads.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    let reloads = tokio::spawn(tls::reload_on_hangup(options.tls.clone(), hangups));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
-    let listener = ConnectionListener(listener);
+    let listener =
+        ConnectionListener::new(listener, acceptor).context("reading the bound address")?;
     let cancel = CancellationToken::new();
+    let scheme = options.scheme();
+    let origins = LOOPBACK_ORIGINS
+        .iter()
+        .map(|origin| (*origin).to_owned())
+        .chain(options.public_hosts.iter().map(|host| host.origin(scheme)));
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(cancel.child_token())
-        .with_allowed_origins(LOOPBACK_ORIGINS);
-    let config = if bound.ip().is_loopback() {
-        config.with_allowed_hosts(loopback_hosts(bound))
-    } else {
+        .with_allowed_origins(origins);
+    let public = options.public_hosts.iter().map(PublicHost::authority);
+    let config = if bound.ip().is_unspecified() && options.public_hosts.is_empty() {
         // Reachable under names we cannot know.
+        tracing::warn!(
+            "the Host check is off: {bound} is every address of this machine; pass \
+             --public-host with the names clients use"
+        );
         config.disable_allowed_hosts()
+    } else {
+        config.with_allowed_hosts(bound_hosts(bound).into_iter().chain(public))
     };
     let sessions = Arc::new(sessions);
     let service = StreamableHttpService::new(
@@ -124,7 +247,7 @@ pub async fn serve_http(
         let (sessions, cancel) = (Arc::clone(&sessions), cancel.clone());
         tokio::spawn(async move { sessions.expire_until(cancel.cancelled()).await })
     };
-    tracing::info!("listening on http://{bound}{HTTP_PATH}");
+    tracing::info!("listening on {scheme}://{bound}{HTTP_PATH}");
     // The socket listens from `bind` on: a client that connects now waits in
     // the backlog until the server accepts it, so the service is ready.
     systemd::ready();
@@ -138,6 +261,7 @@ pub async fn serve_http(
         })
         .await
         .context("serving HTTP");
+    reloads.abort();
     if let Some(pings) = pings {
         pings.abort();
     }
@@ -157,15 +281,19 @@ async fn ping_watchdog(every: std::time::Duration) {
     }
 }
 
-/// The `Host` values that name a loopback listener: its address, and
-/// `localhost`, with its port.
-fn loopback_hosts(bound: SocketAddr) -> Vec<String> {
+/// The `Host` values that name the bound address, with its port: the
+/// address itself, and `localhost` for a loopback one.
+fn bound_hosts(bound: SocketAddr) -> Vec<String> {
     let port = bound.port();
     let address = match bound {
         SocketAddr::V4(v4) => v4.ip().to_string(),
         SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
     };
-    vec![format!("{address}:{port}"), format!("localhost:{port}")]
+    let mut hosts = vec![format!("{address}:{port}")];
+    if bound.ip().is_loopback() {
+        hosts.push(format!("localhost:{port}"));
+    }
+    hosts
 }
 
 #[cfg(test)]
@@ -175,12 +303,39 @@ mod tests {
     #[test]
     fn hosts_name_the_bound_address_and_localhost() {
         assert_eq!(
-            loopback_hosts("127.0.0.1:8765".parse().unwrap()),
+            bound_hosts("127.0.0.1:8765".parse().unwrap()),
             vec!["127.0.0.1:8765", "localhost:8765"]
         );
         assert_eq!(
-            loopback_hosts("[::1]:9".parse().unwrap()),
+            bound_hosts("[::1]:9".parse().unwrap()),
             vec!["[::1]:9", "localhost:9"]
+        );
+        assert_eq!(
+            bound_hosts("10.77.0.1:8765".parse().unwrap()),
+            vec!["10.77.0.1:8765"]
+        );
+    }
+
+    #[test]
+    fn public_hosts_are_names_with_an_optional_port() {
+        let host = PublicHost::parse("Hub.Example.org:443").unwrap();
+        assert_eq!(host.authority(), "hub.example.org:443");
+        assert_eq!(host.origin("https"), "https://hub.example.org:443");
+        let any_port = PublicHost::parse("hub.example.org").unwrap();
+        assert_eq!(any_port.authority(), "hub.example.org");
+        assert_eq!(any_port.origin("https"), "https://hub.example.org:*");
+        assert_eq!(
+            PublicHost::parse("[::1]:8765").unwrap().authority(),
+            "[::1]:8765"
+        );
+        assert_eq!(
+            PublicHost::parse("hub:0").unwrap_err(),
+            "the port \"0\" is not a number from 1 to 65535"
+        );
+        assert_eq!(
+            PublicHost::parse("hub/x").unwrap_err(),
+            "\"hub/x\" is not a host name (letters, digits, '-' and '.'), an IPv4 address, \
+             or an IPv6 address in brackets"
         );
     }
 }

@@ -10,4 +10,5 @@ mod malformed;
 mod sessions;
 mod tasks;
 mod team;
+mod tls;
 mod yolo;
