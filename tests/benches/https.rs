@@ -27,14 +27,7 @@ const MEASURED: usize = 2_000;
 const CONNECTIONS: usize = 200;
 
 fn main() {
-    let db = match std::env::var_os("BENCH_DIR") {
-        Some(dir) => {
-            let dir = tempfile::tempdir_in(dir).expect("create a temporary directory");
-            let path = dir.path().join("bridge.db");
-            TempDb { dir, path }
-        }
-        None => TempDb::new(),
-    };
+    let db = TempDb::for_bench();
     println!("mcp-bridge: HTTPS against plain HTTP");
     println!("database: {}", db.path.display());
     println!("{}", machine());

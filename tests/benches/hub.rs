@@ -30,14 +30,7 @@ const PINGS: usize = 2_000;
 const ROUNDS: usize = 7;
 
 fn main() {
-    let db = match std::env::var_os("BENCH_DIR") {
-        Some(dir) => {
-            let dir = tempfile::tempdir_in(dir).expect("create a temporary directory");
-            let path = dir.path().join("bridge.db");
-            TempDb { dir, path }
-        }
-        None => TempDb::new(),
-    };
+    let db = TempDb::for_bench();
     println!("mcp-bridge hub memory with bounded sessions");
     println!("database: {}", db.path.display());
     println!("{}", machine());

@@ -43,6 +43,17 @@ impl TempDb {
         TempDb { dir, path }
     }
 
+    /// A new, empty temporary directory for a benchmark: in `$BENCH_DIR`
+    /// if set (another file system, say), else the system's.
+    pub fn for_bench() -> TempDb {
+        let Some(parent) = std::env::var_os("BENCH_DIR") else {
+            return TempDb::new();
+        };
+        let dir = tempfile::tempdir_in(parent).expect("create a temporary directory");
+        let path = dir.path().join("bridge.db");
+        TempDb { dir, path }
+    }
+
     /// Options for this database with the rate limit off (tests that need it
     /// turn it on).
     pub fn options(&self) -> StoreOptions {
