@@ -86,6 +86,25 @@ impl Agent {
         (agent, stderr)
     }
 
+    /// Connects to a `bridge-mcp --http` serving HTTPS at `url`, trusting
+    /// what `tls` trusts, as an agent's MCP client does.
+    pub async fn https(url: &str, tls: &rustls::ClientConfig) -> Result<Agent, String> {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls.clone())
+            .build()
+            .map_err(|error| error.to_string())?;
+        let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
+        let transport = StreamableHttpClientTransport::with_client(client, config);
+        let client = client_config()
+            .serve(transport)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(Agent {
+            client: Some(client),
+            server: None,
+        })
+    }
+
     /// Connects to a `bridge-mcp --http` at `url`, sending `headers` with
     /// every request.
     pub async fn http(url: &str, headers: &[(http::HeaderName, &str)]) -> Result<Agent, String> {

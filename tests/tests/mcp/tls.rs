@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bridge_tests::http::{Connection, Session};
-use bridge_tests::mcp::HttpServer;
+use bridge_tests::mcp::{Agent, HttpServer, caller};
 use bridge_tests::tls::TestCa;
 use bridge_tests::{TempDb, bin};
 use serde_json::json;
@@ -181,4 +181,59 @@ fn sighup_without_tls_leaves_the_server_serving() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(bridge_testkit::process::running(server.pid()));
     assert!(pings(&session, &mut connection));
+}
+
+#[tokio::test]
+async fn an_agent_speaks_mcp_over_https_and_refuses_a_certificate_it_does_not_trust() {
+    let db = TempDb::new();
+    let ca = TestCa::new();
+    let files = ca.server_files(&["127.0.0.1"], db.dir.path());
+    let server = HttpServer::start(
+        &db.path,
+        &[
+            "--tls-cert",
+            files.certificate.to_str().unwrap(),
+            "--tls-key",
+            files.key.to_str().unwrap(),
+        ],
+    );
+    let orchestrator = Agent::https(&server.url, &ca.client_config())
+        .await
+        .expect("an MCP session over HTTPS");
+    let created = orchestrator
+        .ok(
+            "create_conversation",
+            json!({"my_role": "orchestrator", "partner_role": "worker"}),
+        )
+        .await;
+    let id = created["conversation_id"].as_str().unwrap();
+    let token_a = created["session_a_token"].as_str().unwrap();
+    let token_b = created["session_b_token"].as_str().unwrap();
+    orchestrator
+        .ok(
+            "send_to_partner",
+            caller(id, "a", token_a, json!({"message": "over TLS"})),
+        )
+        .await;
+    let worker = Agent::https(&server.url, &ca.client_config())
+        .await
+        .expect("a second session over HTTPS");
+    let read = worker
+        .ok("check_messages", caller(id, "b", token_b, json!({})))
+        .await;
+    assert_eq!(read["messages"][0]["message"], "over TLS", "{read}");
+    orchestrator.stop().await;
+    worker.stop().await;
+
+    // rmcp's error names no cause; the raw client's test above shows it is
+    // the certificate.
+    let stranger = TestCa::new();
+    let refused = Agent::https(&server.url, &stranger.client_config())
+        .await
+        .err()
+        .expect("a certificate of another CA is refused");
+    assert!(
+        refused.contains("error sending request for url"),
+        "{refused}"
+    );
 }
