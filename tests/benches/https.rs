@@ -35,11 +35,7 @@ fn main() {
 
     let ca = TestCa::new();
     let files = ca.server_files(&["127.0.0.1"], db.dir.path());
-    let (cert, key) = (
-        files.certificate.to_str().expect("a UTF-8 path"),
-        files.key.to_str().expect("a UTF-8 path"),
-    );
-    let https = HttpServer::start(&db.path, &["--tls-cert", cert, "--tls-key", key]);
+    let https = HttpServer::start_tls(&db.path, &files, &[]);
     let http = HttpServer::start(&db.path, &[]);
     let config = ca.client_config();
     let connect_tls =

@@ -94,15 +94,7 @@ impl Agent {
             .build()
             .map_err(|error| error.to_string())?;
         let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
-        let transport = StreamableHttpClientTransport::with_client(client, config);
-        let client = client_config()
-            .serve(transport)
-            .await
-            .map_err(|error| error.to_string())?;
-        Ok(Agent {
-            client: Some(client),
-            server: None,
-        })
+        Agent::over(StreamableHttpClientTransport::with_client(client, config)).await
     }
 
     /// Connects to a `bridge-mcp --http` at `url`, sending `headers` with
@@ -119,7 +111,15 @@ impl Agent {
             .collect();
         let config =
             StreamableHttpClientTransportConfig::with_uri(url.to_owned()).custom_headers(headers);
-        let transport = StreamableHttpClientTransport::from_config(config);
+        Agent::over(StreamableHttpClientTransport::from_config(config)).await
+    }
+
+    /// Initializes an MCP session over `transport` (no server process of
+    /// its own).
+    async fn over<C>(transport: StreamableHttpClientTransport<C>) -> Result<Agent, String>
+    where
+        C: rmcp::transport::streamable_http_client::StreamableHttpClient + Send + 'static,
+    {
         let client = client_config()
             .serve(transport)
             .await
@@ -295,6 +295,16 @@ impl HttpServer {
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         HttpServer { child, url }
+    }
+
+    /// Starts the server as [`HttpServer::start`] does, serving HTTPS with
+    /// `tls`.
+    pub fn start_tls(database: &Path, tls: &crate::tls::ServerFiles, args: &[&str]) -> HttpServer {
+        let certificate = tls.certificate.to_str().expect("a UTF-8 path");
+        let key = tls.key.to_str().expect("a UTF-8 path");
+        let mut all = vec!["--tls-cert", certificate, "--tls-key", key];
+        all.extend_from_slice(args);
+        HttpServer::start(database, &all)
     }
 
     /// The server's process id.

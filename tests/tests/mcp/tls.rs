@@ -26,15 +26,7 @@ fn https_serves_the_certificate_and_sighup_swaps_it_for_new_connections() {
     let ca = TestCa::new();
     let files = ca.server_files(&["127.0.0.1"], db.dir.path());
     let first = std::fs::read(&files.certificate).unwrap();
-    let server = HttpServer::start(
-        &db.path,
-        &[
-            "--tls-cert",
-            files.certificate.to_str().unwrap(),
-            "--tls-key",
-            files.key.to_str().unwrap(),
-        ],
-    );
+    let server = HttpServer::start_tls(&db.path, &files, &[]);
     assert!(
         server.url.starts_with("https://127.0.0.1:"),
         "{}",
@@ -188,15 +180,7 @@ async fn an_agent_speaks_mcp_over_https_and_refuses_a_certificate_it_does_not_tr
     let db = TempDb::new();
     let ca = TestCa::new();
     let files = ca.server_files(&["127.0.0.1"], db.dir.path());
-    let server = HttpServer::start(
-        &db.path,
-        &[
-            "--tls-cert",
-            files.certificate.to_str().unwrap(),
-            "--tls-key",
-            files.key.to_str().unwrap(),
-        ],
-    );
+    let server = HttpServer::start_tls(&db.path, &files, &[]);
     let orchestrator = Agent::https(&server.url, &ca.client_config())
         .await
         .expect("an MCP session over HTTPS");
