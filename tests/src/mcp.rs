@@ -100,6 +100,7 @@ impl Agent {
     /// Connects to a `bridge-mcp --http` at `url`, sending `headers` with
     /// every request.
     pub async fn http(url: &str, headers: &[(http::HeaderName, &str)]) -> Result<Agent, String> {
+        crate::tls::install_provider();
         let headers: HashMap<_, _> = headers
             .iter()
             .map(|(name, value)| {

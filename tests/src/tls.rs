@@ -8,6 +8,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 
+/// Makes ring the process's default rustls provider, once: reqwest (the
+/// agent's HTTP client, built with `rustls-no-provider` so that the
+/// workspace has one provider) needs one even for plain HTTP.
+pub fn install_provider() {
+    // An error: a provider is installed already, ring by this.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A throwaway CA.
 pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
