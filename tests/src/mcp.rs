@@ -131,6 +131,18 @@ impl Agent {
         })
     }
 
+    /// Creates a conversation with `arguments` (roles, team, ...); returns
+    /// its id and the tokens of sessions a and b.
+    pub async fn create(&self, arguments: Value) -> (String, String, String) {
+        let created = self.ok("create_conversation", arguments).await;
+        let text = |key: &str| created[key].as_str().expect(key).to_owned();
+        (
+            text("conversation_id"),
+            text("session_a_token"),
+            text("session_b_token"),
+        )
+    }
+
     fn client(&self) -> &RunningService<RoleClient, ClientConfig> {
         self.client.as_ref().expect("agent stopped")
     }

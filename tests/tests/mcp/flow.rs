@@ -12,13 +12,7 @@ async fn create(orchestrator: &Agent, more: Value) -> (String, String, String) {
     if let (Value::Object(arguments), Value::Object(more)) = (&mut arguments, more) {
         arguments.extend(more);
     }
-    let created = orchestrator.ok("create_conversation", arguments).await;
-    let text = |key: &str| created[key].as_str().unwrap().to_owned();
-    (
-        text("conversation_id"),
-        text("session_a_token"),
-        text("session_b_token"),
-    )
+    orchestrator.create(arguments).await
 }
 
 #[tokio::test]

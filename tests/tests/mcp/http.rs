@@ -22,15 +22,10 @@ async fn two_agents_over_http_full_flow() {
     let orchestrator = Agent::http(&server.url, &[]).await.unwrap();
     let worker = Agent::http(&server.url, &[]).await.unwrap();
 
-    let created = orchestrator
-        .ok(
-            "create_conversation",
-            json!({"my_role": "orchestrator", "partner_role": "worker"}),
-        )
+    let (id, token_a, token_b) = orchestrator
+        .create(json!({"my_role": "orchestrator", "partner_role": "worker"}))
         .await;
-    let id = created["conversation_id"].as_str().unwrap();
-    let token_a = created["session_a_token"].as_str().unwrap();
-    let token_b = created["session_b_token"].as_str().unwrap();
+    let (id, token_a, token_b) = (id.as_str(), token_a.as_str(), token_b.as_str());
 
     // The worker waits over HTTP while the orchestrator sends.
     let waiting = worker.ok(

@@ -184,15 +184,10 @@ async fn an_agent_speaks_mcp_over_https_and_refuses_a_certificate_it_does_not_tr
     let orchestrator = Agent::https(&server.url, &ca.client_config())
         .await
         .expect("an MCP session over HTTPS");
-    let created = orchestrator
-        .ok(
-            "create_conversation",
-            json!({"my_role": "orchestrator", "partner_role": "worker"}),
-        )
+    let (id, token_a, token_b) = orchestrator
+        .create(json!({"my_role": "orchestrator", "partner_role": "worker"}))
         .await;
-    let id = created["conversation_id"].as_str().unwrap();
-    let token_a = created["session_a_token"].as_str().unwrap();
-    let token_b = created["session_b_token"].as_str().unwrap();
+    let (id, token_a, token_b) = (id.as_str(), token_a.as_str(), token_b.as_str());
     orchestrator
         .ok(
             "send_to_partner",
