@@ -234,6 +234,14 @@ struct Inner {
     identity: Option<(u64, u64)>,
 }
 
+/// Empties `slot` (a part the store stops once), whatever a panic elsewhere
+/// left in its lock.
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .take()
+}
+
 /// Device and inode of `path`, if it exists.
 fn file_identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -349,22 +357,10 @@ impl Store {
     /// Finishes queued writes, then closes every connection. Calls made
     /// afterwards fail with [`Error::Closed`].
     pub async fn close(&self) {
-        let watcher = self
-            .inner
-            .watcher
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .take();
-        if let Some(watcher) = watcher {
+        if let Some(watcher) = take(&self.inner.watcher) {
             watcher.stop().await;
         }
-        let checkpointer = self
-            .inner
-            .checkpointer
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .take();
-        if let Some(checkpointer) = checkpointer {
+        if let Some(checkpointer) = take(&self.inner.checkpointer) {
             checkpointer.close().await;
         }
         // The writer's connection last: the last connection to close

@@ -98,6 +98,11 @@ impl ConnectionListener {
             accepting,
         })
     }
+
+    /// The address it listens on.
+    pub(crate) fn bound(&self) -> SocketAddr {
+        self.local
+    }
 }
 
 /// Accepts connections and hands them, after their handshake, to `ready`,

@@ -211,9 +211,9 @@ pub async fn serve_http(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let bound = listener.local_addr().context("reading the bound address")?;
     let listener =
         ConnectionListener::new(listener, acceptor).context("reading the bound address")?;
+    let bound = listener.bound();
     let cancel = CancellationToken::new();
     let scheme = options.scheme();
     let origins = LOOPBACK_ORIGINS
