@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 pub struct Connection {
     stream: BufReader<Stream>,
     authority: String,
+    /// Extra header lines sent with every request (`Authorization`, say).
+    headers: String,
 }
 
 /// A connection's bytes: plain TCP, or TLS over it.
@@ -113,6 +115,7 @@ impl Connection {
         Connection {
             stream: BufReader::new(Stream::Plain(tcp(authority))),
             authority: authority.to_owned(),
+            headers: String::new(),
         }
     }
 
@@ -137,6 +140,7 @@ impl Connection {
         Ok(Connection {
             stream: BufReader::new(Stream::Tls(Box::new(stream))),
             authority: authority.to_owned(),
+            headers: String::new(),
         })
     }
 
@@ -152,12 +156,29 @@ impl Connection {
         }
     }
 
+    /// Sends `Authorization: <value>` with every request from now on.
+    pub fn authorize(&mut self, value: &str) {
+        self.headers
+            .push_str(&format!("Authorization: {value}\r\n"));
+    }
+
     /// Sends `POST /mcp` with `body` (JSON unless `content_type` says
     /// otherwise) and the session header if given, without reading the
     /// response.
     pub fn send(&mut self, session: Option<&str>, content_type: &str, body: &[u8]) {
+        self.send_to("/mcp", session, content_type, body);
+    }
+
+    /// Sends `POST <target>` as [`Connection::send`] does.
+    pub fn send_to(
+        &mut self,
+        target: &str,
+        session: Option<&str>,
+        content_type: &str,
+        body: &[u8],
+    ) {
         let mut request = format!(
-            "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n\
+            "POST {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n\
              Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
             self.authority,
             body.len()
@@ -167,6 +188,7 @@ impl Connection {
                 "Mcp-Session-Id: {session}\r\nMCP-Protocol-Version: 2025-06-18\r\n"
             ));
         }
+        request.push_str(&self.headers);
         request.push_str("\r\n");
         let mut request = request.into_bytes();
         request.extend_from_slice(body);
@@ -186,8 +208,8 @@ impl Connection {
     pub fn request(&mut self, method: &str, session: &str) -> Response {
         let request = format!(
             "{method} /mcp HTTP/1.1\r\nHost: {}\r\nMcp-Session-Id: {session}\r\n\
-             MCP-Protocol-Version: 2025-06-18\r\nContent-Length: 0\r\n\r\n",
-            self.authority
+             MCP-Protocol-Version: 2025-06-18\r\nContent-Length: 0\r\n{}\r\n",
+            self.authority, self.headers
         );
         self.stream
             .get_mut()

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{
@@ -94,6 +95,23 @@ impl Agent {
             .build()
             .map_err(|error| error.to_string())?;
         let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
+        Agent::over(StreamableHttpClientTransport::with_client(client, config)).await
+    }
+
+    /// Connects to a `bridge-mcp --http` at `url` with `key` as its
+    /// bearer key, over HTTPS trusting what `tls` trusts if given.
+    pub async fn keyed(
+        url: &str,
+        key: &str,
+        tls: Option<&rustls::ClientConfig>,
+    ) -> Result<Agent, String> {
+        crate::tls::install_provider();
+        let mut client = reqwest::Client::builder();
+        if let Some(tls) = tls {
+            client = client.tls_backend_preconfigured(tls.clone());
+        }
+        let client = client.build().map_err(|error| error.to_string())?;
+        let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(key);
         Agent::over(StreamableHttpClientTransport::with_client(client, config)).await
     }
 
@@ -274,6 +292,9 @@ pub fn caller(conversation_id: &str, session: &str, token: &str, more: Value) ->
 /// A `bridge-mcp --http` process on a loopback port of its choosing.
 pub struct HttpServer {
     child: Child,
+    /// What it writes to stderr, kept by a thread that drains it.
+    log: Arc<Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
     /// `http://127.0.0.1:<port>/mcp` (`https://` with TLS).
     pub url: String,
 }
@@ -306,8 +327,21 @@ impl HttpServer {
             }
         };
         // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        HttpServer { child, url }
+        let log = Arc::new(Mutex::new(String::new()));
+        let kept = Arc::clone(&log);
+        let drain = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap_or_else(|poison| poison.into_inner());
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        });
+        HttpServer {
+            child,
+            log,
+            drain: Some(drain),
+            url,
+        }
     }
 
     /// Starts the server as [`HttpServer::start`] does, serving HTTPS with
@@ -318,6 +352,19 @@ impl HttpServer {
         let mut all = vec!["--tls-cert", certificate, "--tls-key", key];
         all.extend_from_slice(args);
         HttpServer::start(database, &all)
+    }
+
+    /// Stops the server and returns everything it wrote to stderr.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+        self.log
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     /// The server's process id.

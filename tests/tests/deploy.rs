@@ -477,4 +477,10 @@ fn the_client_examples_start_or_reach_bridge_mcp() {
     )
     .unwrap();
     assert!(unit.contains("\nEnvironment=MCP_HTTP_LISTEN=127.0.0.1:8765\n"));
+    // The unit turns authentication on, and the client sends its key.
+    assert!(unit.contains("\nEnvironment=BRIDGE_REQUIRE_AUTH=true\n"));
+    assert_eq!(
+        http["mcpServers"]["mcp-bridge"]["headers"]["Authorization"],
+        "Bearer ${MCP_BRIDGE_KEY}"
+    );
 }

@@ -34,6 +34,9 @@ pub struct NewConversation {
     pub team: Option<String>,
     /// Time to live; `None` means the store's default (3 hours).
     pub ttl: Option<Duration>,
+    /// The name of the access key that asked for it, if one did (for the
+    /// audit trail).
+    pub created_by: Option<String>,
 }
 
 impl NewConversation {
@@ -44,6 +47,7 @@ impl NewConversation {
             role_b: role_b.into(),
             team: None,
             ttl: None,
+            created_by: None,
         }
     }
 }
@@ -146,6 +150,7 @@ impl Store {
                 digest_b: hex::encode(key.digest(&token_b)),
             },
             ttl,
+            created_by: new.created_by,
         };
         let (created_at, expires_at) = self.submit(operation).await?;
         tracing::info!(conversation_id = %id, %role_a, %role_b, team = ?team, %expires_at, "conversation created");
@@ -189,6 +194,7 @@ impl Store {
 struct CreateOp {
     row: ConversationRow,
     ttl: Duration,
+    created_by: Option<String>,
 }
 
 impl Operation for CreateOp {
@@ -204,17 +210,16 @@ impl Operation for CreateOp {
             expires_at: expires_at.as_millis(),
             ..self.row.clone()
         };
-        batch.audit(
-            Some(&row.id),
-            None,
-            "conversation_created",
-            serde_json::json!({
-                "role_a": row.role_a,
-                "role_b": row.role_b,
-                "team": row.team,
-                "expires_at": row.expires_at,
-            }),
-        );
+        let mut detail = serde_json::json!({
+            "role_a": row.role_a,
+            "role_b": row.role_b,
+            "team": row.team,
+            "expires_at": row.expires_at,
+        });
+        if let (Some(name), serde_json::Value::Object(fields)) = (&self.created_by, &mut detail) {
+            fields.insert("access_key".into(), name.clone().into());
+        }
+        batch.audit(Some(&row.id), None, "conversation_created", detail);
         batch.insert_conversation(row);
         Ok((created_at, expires_at))
     }

@@ -50,6 +50,13 @@ pub enum Error {
         retry_after: Duration,
     },
 
+    /// A key presented at the HTTP layer stands for no one.
+    #[error("not authenticated: {reason}")]
+    Unauthenticated {
+        /// Why not, without the key.
+        reason: String,
+    },
+
     /// The caller may not do this (e.g. a worker assigning a task).
     #[error("not allowed: {reason}")]
     NotAllowed {
@@ -246,6 +253,9 @@ impl Clone for Error {
             },
             Error::RateLimited { retry_after } => Error::RateLimited {
                 retry_after: *retry_after,
+            },
+            Error::Unauthenticated { reason } => Error::Unauthenticated {
+                reason: reason.clone(),
             },
             Error::NotAllowed { reason } => Error::NotAllowed {
                 reason: reason.clone(),

@@ -44,7 +44,9 @@
 //!   the record of each command.
 //! * `admin`: the operator's view (every conversation, task and audit row;
 //!   token rotation), for `bridgectl`.
-//! * `auth`: ids, sessions, tokens and the server key.
+//! * `auth`: ids, sessions, tokens and the server key; `access`: the keys
+//!   presented at the HTTP layer (the operator's access keys, and session
+//!   tokens standing for their session).
 //! * `audit`: the hash chain and its verification.
 //! * `redact`, `limit`, `watch`: redaction, rate limits, change notification.
 //! * `lockfile`: the lock file by which processes queue for setup and writes.
@@ -56,6 +58,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod access;
 mod admin;
 mod audit;
 mod auth;
@@ -77,6 +80,9 @@ mod watch;
 mod writer;
 mod yolo;
 
+pub use access::{
+    ACCESS_KEY_PREFIX, AccessKey, AccessKeyInfo, KeyHolder, MAX_ACCESS_NAME_CHARS, PresentedKey,
+};
 pub use admin::{AuditEntry, ConversationDetail, ConversationInfo, SessionInfo, ShownMessage};
 pub use audit::{AuditReport, BadRow};
 pub use auth::{ConversationId, Credentials, SessionId, Token};

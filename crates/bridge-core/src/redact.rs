@@ -118,6 +118,7 @@ const PATTERNS: &[Pattern] = &[
     whole("stripe_key", r"\b(?:sk|rk)_live_[A-Za-z0-9]{16,}\b"),
     whole("slack_token", r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
     whole("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    whole("mcp_bridge_access_key", r"\bmcpb_[0-9a-f]{64}\b"),
     assignment("password", r#"(?i:password)["\s:=]+"#),
     assignment("api_key", r#"(?i:api[_-]?key)["\s:=]+"#),
     assignment("secret", r#"(?i:secret)["\s:=]+"#),
@@ -316,6 +317,12 @@ mod tests {
         assert_eq!(result.text, text, "{text:?} was changed");
         assert!(!result.redacted(), "{text:?}: {:?}", result.kinds);
         assert!(matches!(result.text, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn mcp_bridge_access_key() {
+        let key = format!("mcpb_{}", "0f".repeat(32));
+        assert_redacted("mcp_bridge_access_key", &key);
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub(crate) struct Lookups {
     tasks: Vec<i64>,
     yolo: Vec<ConversationId>,
     approvals: Vec<String>,
+    access: Vec<String>,
     idempotency: Vec<IdempotencySlot>,
 }
 
@@ -127,6 +128,11 @@ impl Lookups {
         self.approvals.push(digest.to_owned());
     }
 
+    /// The access key named `name`.
+    pub(crate) fn access(&mut self, name: &str) {
+        self.access.push(name.to_owned());
+    }
+
     /// The write recorded under an idempotency key, if any.
     pub(crate) fn idempotency(&mut self, key: &IdempotencySlot) {
         self.idempotency.push(key.clone());
@@ -141,6 +147,8 @@ impl Lookups {
         self.yolo.dedup();
         self.approvals.sort();
         self.approvals.dedup();
+        self.access.sort();
+        self.access.dedup();
         self.idempotency.sort();
         self.idempotency.dedup();
     }
@@ -164,6 +172,7 @@ impl Lookups {
             tasks: to_json(&self.tasks),
             yolo: to_json(&self.yolo),
             approvals: to_json(&self.approvals),
+            access: to_json(&self.access),
             idempotency: to_json(&keys),
         }
     }
@@ -175,6 +184,7 @@ struct LookupJson {
     tasks: String,
     yolo: String,
     approvals: String,
+    access: String,
     idempotency: String,
 }
 
@@ -507,6 +517,7 @@ impl WriterTask {
                 .bind(lookups.tasks.as_str())
                 .bind(lookups.yolo.as_str())
                 .bind(lookups.approvals.as_str())
+                .bind(lookups.access.as_str())
                 .bind(lookups.idempotency.as_str())
                 .fetch_all(self.connection()?)
                 .await;
@@ -531,6 +542,7 @@ impl WriterTask {
             .bind(lookups.tasks.as_str())
             .bind(lookups.yolo.as_str())
             .bind(lookups.approvals.as_str())
+            .bind(lookups.access.as_str())
             .bind(lookups.idempotency.as_str())
             .bind(data_version)
             .bind(params.conversations.as_str())
@@ -548,6 +560,8 @@ impl WriterTask {
             .bind(params.new_approvals.as_str())
             .bind(params.used_approvals.as_str())
             .bind(params.approval_deletions.as_str())
+            .bind(params.access.as_str())
+            .bind(params.access_deletions.as_str())
             .bind(params.audits.as_str())
             .bind(params.deletions.as_str())
             .fetch(connection);
@@ -582,6 +596,8 @@ impl WriterTask {
             .bind(params.new_approvals)
             .bind(params.used_approvals)
             .bind(params.approval_deletions)
+            .bind(params.access)
+            .bind(params.access_deletions)
             .bind(params.audits)
             .bind(params.deletions)
             .execute(self.connection()?)
@@ -721,6 +737,11 @@ macro_rules! state_query {
                a.used_at AS approval_used_at
         FROM json_each(?) AS k
         LEFT JOIN approval AS a ON a.digest = unhex(k.value);
+        SELECT k.value AS access_key, hex(x.digest) AS access_digest,
+               x.created_at AS access_created_at, x.expires_at AS access_expires_at,
+               x.last_used_at AS access_last_used_at
+        FROM json_each(?) AS k
+        JOIN access_key AS x ON x.name = k.value;
         SELECT k.value ->> 0 AS idem_conversation, k.value ->> 1 AS idem_session,
                k.value ->> 2 AS idem_key, i.tool AS idem_tool,
                hex(i.request_digest) AS idem_request, i.result_id AS idem_result,
@@ -813,6 +834,12 @@ macro_rules! writes {
             FROM json_each(?) AS u
             WHERE approval.digest = unhex(u.value ->> 0);
         DELETE FROM approval WHERE id IN (SELECT value FROM json_each(?));
+        INSERT INTO access_key (name, digest, created_at, expires_at, last_used_at)
+            SELECT value ->> 'name', unhex(value ->> 'digest'), value ->> 'created_at',
+                   value ->> 'expires_at', value ->> 'last_used_at'
+            FROM json_each(?) WHERE true
+            ON CONFLICT (name) DO UPDATE SET last_used_at = excluded.last_used_at;
+        DELETE FROM access_key WHERE name IN (SELECT value FROM json_each(?));
         INSERT INTO audit (id, at, conversation_id, session, action, detail, prev_hash, hash)
             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3,
                    value ->> 4, value ->> 5, value ->> 6, value ->> 7
@@ -858,6 +885,9 @@ struct Params {
     new_approvals: String,
     used_approvals: String,
     approval_deletions: String,
+    /// Access keys made or used (upserted whole), and revoked (names).
+    access: String,
+    access_deletions: String,
     audits: String,
     deletions: String,
 }
@@ -1083,6 +1113,18 @@ impl ApprovalRow {
     }
 }
 
+/// An operator's access key, by name: read by a state query or made by the
+/// batch.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct AccessRow {
+    pub(crate) name: String,
+    /// The HMAC digest of the key, hex.
+    pub(crate) digest: String,
+    pub(crate) created_at: i64,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) last_used_at: Option<i64>,
+}
+
 struct AuditRow {
     id: i64,
     at: i64,
@@ -1114,6 +1156,9 @@ struct State {
     /// Approval tokens looked up, by digest; `None` where there is none.
     /// Not carried to the next batch.
     approvals: HashMap<String, Option<ApprovalRow>>,
+    /// Access keys looked up, by name; `None` where there is none. Not
+    /// carried to the next batch.
+    access: HashMap<String, Option<AccessRow>>,
     /// Idempotency keys looked up or recorded. Unlike the rest, a key
     /// missing here counts as unused even on the fast path: the table's
     /// primary key is the check, and a batch that finds the key taken after
@@ -1134,6 +1179,10 @@ impl State {
                 .approvals
                 .iter()
                 .all(|digest| self.approvals.contains_key(digest))
+            && lookups
+                .access
+                .iter()
+                .all(|name| self.access.contains_key(name))
     }
 
     /// The state from the rows of a state query for `lookups`.
@@ -1168,6 +1217,11 @@ impl State {
                 .iter()
                 .map(|digest| (digest.clone(), None))
                 .collect(),
+            access: lookups
+                .access
+                .iter()
+                .map(|name| (name.clone(), None))
+                .collect(),
             idempotency: lookups
                 .idempotency
                 .iter()
@@ -1184,6 +1238,11 @@ impl State {
                 if let Some(yolo) = yolo_from_row(row).map_err(corrupt)? {
                     state.yolo.insert(yolo.conversation_id.clone(), Some(yolo));
                 }
+                continue;
+            }
+            if row.try_column("access_key").is_ok() {
+                let access = access_from_row(row).map_err(corrupt)?;
+                state.access.insert(access.name.clone(), Some(access));
                 continue;
             }
             if row.try_column("approval_key").is_ok() {
@@ -1330,6 +1389,17 @@ fn approval_from_row(row: &SqliteRow) -> Result<Option<ApprovalRow>, sqlx::Error
     }))
 }
 
+/// A row of the state query's access-key statement.
+fn access_from_row(row: &SqliteRow) -> Result<AccessRow, sqlx::Error> {
+    Ok(AccessRow {
+        name: row.try_get("access_key")?,
+        digest: row.try_get("access_digest")?,
+        created_at: row.try_get("access_created_at")?,
+        expires_at: row.try_get("access_expires_at")?,
+        last_used_at: row.try_get("access_last_used_at")?,
+    })
+}
+
 /// Everything one batch reads and writes.
 pub(crate) struct Batch<'a> {
     /// The time of the batch, taken once the write lock is held (or about to
@@ -1354,6 +1424,9 @@ pub(crate) struct Batch<'a> {
     used_approvals: Vec<(String, i64)>,
     /// Approval tokens removed, by id.
     approval_deletions: Vec<i64>,
+    /// Access keys made or used, and revoked.
+    access: Vec<AccessRow>,
+    access_deletions: Vec<String>,
 }
 
 impl<'a> Batch<'a> {
@@ -1373,6 +1446,8 @@ impl<'a> Batch<'a> {
             yolo_deletions: Vec::new(),
             used_approvals: Vec::new(),
             approval_deletions: Vec::new(),
+            access: Vec::new(),
+            access_deletions: Vec::new(),
         }
     }
 
@@ -1421,6 +1496,25 @@ impl<'a> Batch<'a> {
     /// Removes approval tokens by id.
     pub(crate) fn delete_approvals(&mut self, ids: impl IntoIterator<Item = i64>) {
         self.approval_deletions.extend(ids);
+    }
+
+    /// The access key named `name`, if there is one.
+    pub(crate) fn access(&self, name: &str) -> Option<&AccessRow> {
+        self.state.access.get(name).and_then(Option::as_ref)
+    }
+
+    /// Writes an access key: a new one, or one whose last use changed.
+    pub(crate) fn put_access(&mut self, row: AccessRow) {
+        self.state
+            .access
+            .insert(row.name.clone(), Some(row.clone()));
+        self.access.push(row);
+    }
+
+    /// Revokes the access key named `name`.
+    pub(crate) fn delete_access(&mut self, name: &str) {
+        self.state.access.insert(name.to_owned(), None);
+        self.access_deletions.push(name.to_owned());
     }
 
     /// The write recorded under an idempotency key, if the key was used.
@@ -1725,6 +1819,8 @@ impl<'a> Batch<'a> {
             && self.yolo_deletions.is_empty()
             && self.used_approvals.is_empty()
             && self.approval_deletions.is_empty()
+            && self.access.is_empty()
+            && self.access_deletions.is_empty()
             && !self.state.approvals.values().flatten().any(|row| row.new)
             && !self.state.idempotency.values().flatten().any(|row| row.new)
             && !self.state.sessions.values().flatten().any(|row| row.dirty)
@@ -1829,6 +1925,8 @@ impl<'a> Batch<'a> {
             new_approvals: to_json(&new_approvals),
             used_approvals: to_json(&self.used_approvals),
             approval_deletions: to_json(&self.approval_deletions),
+            access: to_json(&self.access),
+            access_deletions: to_json(&self.access_deletions),
             conversations: to_json(&self.conversations),
             new_tasks: to_json(&new_tasks),
             task_updates: to_json(&task_updates),
@@ -1863,6 +1961,7 @@ impl<'a> Batch<'a> {
         // Rare, and cheap to read again: not remembered.
         self.state.yolo.clear();
         self.state.approvals.clear();
+        self.state.access.clear();
         self.state
     }
 }

@@ -298,8 +298,8 @@ mod tests {
             "invalid files_involved[1]: expected text, got the number 7"
         );
         assert_eq!(
-            refused::<SendArgs>(serde_json::json!({"message": "hi"})),
-            "invalid arguments: missing field `conversation_id`"
+            refused::<SendArgs>(serde_json::json!({"files_involved": []})),
+            "invalid arguments: missing field `message`"
         );
     }
 }

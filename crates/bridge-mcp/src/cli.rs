@@ -78,6 +78,12 @@ pub struct Args {
     #[arg(long, value_name = "NAME[:PORT]", requires = "http", value_parser = PublicHost::parse)]
     public_host: Vec<PublicHost>,
 
+    /// With --http on loopback: refuse requests without a key
+    /// (Authorization: Bearer, an access key or a session token), as is
+    /// always done off loopback
+    #[arg(long, env = "BRIDGE_REQUIRE_AUTH", requires = "http")]
+    require_auth: bool,
+
     /// With --http: at most this many live MCP sessions; past it, a new
     /// session is refused (503)
     #[arg(
@@ -177,6 +183,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 tls,
                 insecure_plaintext: args.insecure_plaintext,
                 public_hosts: args.public_host,
+                require_auth: args.require_auth,
             };
             http.check()?;
             // Many agents read at once.

@@ -18,6 +18,7 @@ use bridge_exec::{Limits, Mode, Outcome, Sandbox};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::http_auth::Identity;
 use crate::tools::caller_args;
 
 /// The environment variable that lists the tools (gate 1).
@@ -220,8 +221,12 @@ pub enum NotRun {
 }
 
 /// `enable_yolo_mode`.
-pub async fn enable(store: &Store, args: EnableArgs) -> bridge_core::Result<SettingsOut> {
-    let credentials = args.credentials()?;
+pub async fn enable(
+    store: &Store,
+    identity: &Identity,
+    args: EnableArgs,
+) -> bridge_core::Result<SettingsOut> {
+    let credentials = args.credentials(identity)?;
     let timeout = args.timeout.map(Duration::from_secs);
     let workspace = PathBuf::from(&args.workspace);
     let mode = Mode::from(args.mode).to_string();
@@ -236,10 +241,11 @@ pub async fn enable(store: &Store, args: EnableArgs) -> bridge_core::Result<Sett
 pub async fn execute(
     store: &Store,
     execution: Execution,
+    identity: &Identity,
     args: ExecuteArgs,
 ) -> Result<Executed, NotRun> {
     let failed = |error: bridge_core::Error| NotRun::Failed(error.to_string());
-    let credentials = args.credentials().map_err(failed)?;
+    let credentials = args.credentials(identity).map_err(failed)?;
     let settings = store.yolo_settings(&credentials).await.map_err(failed)?;
     let (Some(mode), Some(workspace), Some(timeout_ms)) = (
         settings.mode.as_deref(),

@@ -6,6 +6,7 @@ use rmcp::model::JsonObject;
 
 use crate::arguments::{ArgumentError, parse};
 use crate::exec::{EnableArgs, ExecuteArgs};
+use crate::http_auth::Identity;
 use crate::tools::{
     AssignArgs, Caller, CheckArgs, CreateArgs, HistoryArgs, ListTasksArgs, SendArgs, StatusArgs,
     UpdateTaskArgs, WaitArgs,
@@ -47,40 +48,31 @@ pub fn decode_arguments(tool: &str, arguments: JsonObject) -> Option<Result<(), 
     Some(match tool {
         "create_conversation" => words(parse::<CreateArgs>(arguments)).map(|_| ()),
         "send_to_partner" => words(parse::<SendArgs>(arguments)).and_then(|args| {
-            checked(args.credentials())?;
+            checked(args.credentials(&Identity::Anyone))?;
             key(args.idempotency_key.as_deref())
         }),
-        "check_messages" => {
-            words(parse::<CheckArgs>(arguments)).and_then(|args| checked(args.credentials()))
-        }
-        "wait_for_messages" => {
-            words(parse::<WaitArgs>(arguments)).and_then(|args| checked(args.credentials()))
-        }
-        "read_history" => {
-            words(parse::<HistoryArgs>(arguments)).and_then(|args| checked(args.credentials()))
-        }
-        "update_my_status" => {
-            words(parse::<StatusArgs>(arguments)).and_then(|args| checked(args.credentials()))
-        }
-        "check_partner_status" => {
-            words(parse::<Caller>(arguments)).and_then(|args| checked(args.credentials()))
-        }
+        "check_messages" => words(parse::<CheckArgs>(arguments))
+            .and_then(|args| checked(args.credentials(&Identity::Anyone))),
+        "wait_for_messages" => words(parse::<WaitArgs>(arguments))
+            .and_then(|args| checked(args.credentials(&Identity::Anyone))),
+        "read_history" => words(parse::<HistoryArgs>(arguments))
+            .and_then(|args| checked(args.credentials(&Identity::Anyone))),
+        "update_my_status" => words(parse::<StatusArgs>(arguments))
+            .and_then(|args| checked(args.credentials(&Identity::Anyone))),
+        "check_partner_status" => words(parse::<Caller>(arguments))
+            .and_then(|args| checked(args.credentials(&Identity::Anyone))),
         "assign_task" => words(parse::<AssignArgs>(arguments)).and_then(|args| {
-            checked(args.credentials())?;
+            checked(args.credentials(&Identity::Anyone))?;
             key(args.idempotency_key.as_deref())
         }),
-        "list_tasks" => {
-            words(parse::<ListTasksArgs>(arguments)).and_then(|args| checked(args.credentials()))
-        }
-        "update_task" => {
-            words(parse::<UpdateTaskArgs>(arguments)).and_then(|args| checked(args.credentials()))
-        }
-        "enable_yolo_mode" => {
-            words(parse::<EnableArgs>(arguments)).and_then(|args| checked(args.credentials()))
-        }
-        "execute_command" => {
-            words(parse::<ExecuteArgs>(arguments)).and_then(|args| checked(args.credentials()))
-        }
+        "list_tasks" => words(parse::<ListTasksArgs>(arguments))
+            .and_then(|args| checked(args.credentials(&Identity::Anyone))),
+        "update_task" => words(parse::<UpdateTaskArgs>(arguments))
+            .and_then(|args| checked(args.credentials(&Identity::Anyone))),
+        "enable_yolo_mode" => words(parse::<EnableArgs>(arguments))
+            .and_then(|args| checked(args.credentials(&Identity::Anyone))),
+        "execute_command" => words(parse::<ExecuteArgs>(arguments))
+            .and_then(|args| checked(args.credentials(&Identity::Anyone))),
         _ => return None,
     })
 }

@@ -40,6 +40,7 @@ mod delivery;
 mod exec;
 #[doc(hidden)]
 pub mod fuzzing;
+mod http_auth;
 mod http_layer;
 mod schema;
 mod server;

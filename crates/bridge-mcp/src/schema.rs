@@ -96,9 +96,66 @@ fn optional_not_null(mut schema: JsonObject) -> JsonObject {
     schema
 }
 
+/// The arguments by which a caller names its session: optional in the
+/// argument types, since a session token in the `Authorization` header can
+/// stand for them (`http_auth`).
+const CALLER_ARGUMENTS: [&str; 3] = ["conversation_id", "session_id", "token"];
+
+/// `tool` as a client that is not authenticated by a session token sees
+/// it: the caller's arguments, where it takes them, required first, as in
+/// the original bridge.
+pub(crate) fn caller_required(mut tool: Tool) -> Tool {
+    let mut schema = (*tool.input_schema).clone();
+    let takes_caller = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|properties| properties.contains_key(CALLER_ARGUMENTS[0]));
+    if !takes_caller {
+        return tool;
+    }
+    let own = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let required: Vec<Value> = CALLER_ARGUMENTS
+        .iter()
+        .map(|name| Value::from(*name))
+        .chain(own)
+        .collect();
+    schema.insert("required".to_owned(), Value::Array(required));
+    tool.input_schema = Arc::new(schema);
+    tool
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_caller_arguments_are_required_first_where_taken() {
+        let schema = serde_json::json!({
+            "properties": {"conversation_id": {}, "session_id": {}, "token": {}, "message": {}},
+            "required": ["message"]
+        });
+        let Value::Object(schema) = schema else {
+            unreachable!()
+        };
+        let tool = caller_required(Tool::new("send", "d", Arc::new(schema)));
+        assert_eq!(
+            tool.input_schema["required"],
+            serde_json::json!(["conversation_id", "session_id", "token", "message"])
+        );
+        let open = serde_json::json!({"properties": {"my_role": {}}, "required": ["my_role"]});
+        let Value::Object(open) = open else {
+            unreachable!()
+        };
+        let tool = caller_required(Tool::new("create", "d", Arc::new(open)));
+        assert_eq!(
+            tool.input_schema["required"],
+            serde_json::json!(["my_role"])
+        );
+    }
 
     #[test]
     fn optional_arguments_say_only_their_type() {

@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::arguments::{ArgumentError, parse};
 use crate::delivery::{Deliveries, Receipt};
 use crate::exec::{self, EnableArgs, ExecuteArgs, Executed, Execution, NotRun, SettingsOut};
+use crate::http_auth::Identity;
 use crate::schema;
 use crate::tools::{
     AssignArgs, Caller, CheckArgs, CreateArgs, Created, HistoryArgs, ListTasksArgs, Messages,
@@ -58,8 +59,10 @@ pub struct Bridge {
     store: Store,
     execution: Execution,
     tool_router: Arc<ToolRouter<Bridge>>,
-    /// The `tools/list` answer, computed once.
+    /// The `tools/list` answer, computed once: with the caller's arguments
+    /// required, and for a client whose session token is its key, without.
     tools: Arc<Vec<Tool>>,
+    keyed_tools: Arc<Vec<Tool>>,
     /// What this client was handed, for the confirmation of its next
     /// consuming call (see `delivery`).
     deliveries: Deliveries,
@@ -78,18 +81,29 @@ impl Bridge {
         if execution.enabled {
             tool_router.merge(Bridge::execution_router());
         }
-        let tools = tool_router
+        let keyed_tools: Vec<Tool> = tool_router
             .list_all()
             .into_iter()
             .map(schema::trimmed_tool)
+            .collect();
+        let tools = keyed_tools
+            .iter()
+            .cloned()
+            .map(schema::caller_required)
             .collect();
         Bridge {
             store,
             execution,
             tool_router: Arc::new(tool_router),
             tools: Arc::new(tools),
+            keyed_tools: Arc::new(keyed_tools),
             deliveries: Deliveries::default(),
         }
+    }
+
+    /// The store it serves.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The handler for another client: the same store and tools, and
@@ -215,12 +229,18 @@ impl Bridge {
     async fn create_conversation(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let identity = Identity::of(&context);
         let outcome = async {
+            identity.may_create()?;
             let args: CreateArgs = parse(arguments)?;
             let mut new = NewConversation::new(args.my_role, args.partner_role);
             new.team = args.team;
             new.ttl = args.ttl_seconds.map(Duration::from_secs);
+            if let Identity::Operator { name } = &identity {
+                new.created_by = Some(name.clone());
+            }
             Ok(self.store.create_conversation(new).await?)
         };
         respond(outcome.await, |created| {
@@ -238,10 +258,12 @@ impl Bridge {
     async fn send_to_partner(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let identity = Identity::of(&context);
         let outcome = async {
             let args: SendArgs = parse(arguments)?;
-            let credentials = args.credentials()?;
+            let credentials = args.credentials(&identity)?;
             let mut message = NewMessage::new(args.message);
             message.action_type = args.action_type.map(Into::into).unwrap_or_default();
             message.files_involved = args.files_involved.unwrap_or_default();
@@ -270,9 +292,10 @@ impl Bridge {
         Parameters(arguments): Parameters<JsonObject>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let identity = Identity::of(&context);
         let outcome = async {
             let args: CheckArgs = parse(arguments)?;
-            let credentials = args.credentials()?;
+            let credentials = args.credentials(&identity)?;
             let limit = limit(args.limit, DEFAULT_LIMIT, bridge_core::MAX_READ_LIMIT)?;
             let messages = if args.peek.unwrap_or(false) {
                 self.store.peek(&credentials, limit).await?
@@ -301,6 +324,7 @@ impl Bridge {
     ) -> Result<CallToolResult, ErrorData> {
         let cancelled = context.ct.clone();
         let receipt = Receipt::of(&context);
+        let identity = Identity::of(&context);
         let outcome = async {
             let args: WaitArgs = parse(arguments)?;
             let timeout = bounded(
@@ -309,7 +333,7 @@ impl Bridge {
                 DEFAULT_WAIT,
                 MAX_WAIT,
             )?;
-            let credentials = args.credentials()?;
+            let credentials = args.credentials(&identity)?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
             // Subscribe before looking, so that a commit in between wakes us.
             let mut changes = self.store.subscribe();
@@ -347,10 +371,12 @@ impl Bridge {
     async fn read_history(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let identity = Identity::of(&context);
         let outcome = async {
             let args: HistoryArgs = parse(arguments)?;
-            let credentials = args.credentials()?;
+            let credentials = args.credentials(&identity)?;
             let limit = limit(args.limit, DEFAULT_HISTORY, MAX_HISTORY)?;
             Ok(self
                 .store
@@ -372,10 +398,12 @@ impl Bridge {
     async fn update_my_status(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let identity = Identity::of(&context);
         let outcome = async {
             let args: StatusArgs = parse(arguments)?;
-            let credentials = args.credentials()?;
+            let credentials = args.credentials(&identity)?;
             let status = args.status.into();
             self.store.set_status(&credentials, status).await?;
             Ok(status)
@@ -397,10 +425,12 @@ impl Bridge {
     async fn check_partner_status(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let identity = Identity::of(&context);
         let outcome = async {
             let caller: Caller = parse(arguments)?;
-            let credentials = caller.credentials()?;
+            let credentials = caller.credentials(&identity)?;
             Ok(self.store.partner_status(&credentials).await?)
         };
         respond(outcome.await, |status| {
@@ -418,10 +448,12 @@ impl Bridge {
     async fn assign_task(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let identity = Identity::of(&context);
         let outcome = async {
             let args: AssignArgs = parse(arguments)?;
-            let credentials = args.credentials()?;
+            let credentials = args.credentials(&identity)?;
             let mut task = NewTask::new(args.title, args.body);
             task.idempotency_key = args
                 .idempotency_key
@@ -445,10 +477,12 @@ impl Bridge {
     async fn list_tasks(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let identity = Identity::of(&context);
         let outcome = async {
             let args: ListTasksArgs = parse(arguments)?;
-            let credentials = args.credentials()?;
+            let credentials = args.credentials(&identity)?;
             let state = args.state.map(Into::into);
             Ok(self.store.list_tasks(&credentials, state).await?)
         };
@@ -467,10 +501,12 @@ impl Bridge {
     async fn update_task(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let identity = Identity::of(&context);
         let outcome = async {
             let args: UpdateTaskArgs = parse(arguments)?;
-            let credentials = args.credentials()?;
+            let credentials = args.credentials(&identity)?;
             Ok(self
                 .store
                 .update_task(&credentials, args.task_id, args.state.into(), args.note)
@@ -496,10 +532,12 @@ impl Bridge {
     async fn enable_yolo_mode(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let identity = Identity::of(&context);
         let outcome = async {
             let args: EnableArgs = parse(arguments)?;
-            Ok(exec::enable(&self.store, args).await?)
+            Ok(exec::enable(&self.store, &identity, args).await?)
         };
         respond(outcome.await, |settings| answer(settings.text(), &settings))
     }
@@ -513,6 +551,7 @@ impl Bridge {
     async fn execute_command(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let args: ExecuteArgs = match parse(arguments) {
             Ok(args) => args,
@@ -522,7 +561,8 @@ impl Bridge {
                 )]));
             }
         };
-        match exec::execute(&self.store, self.execution, args).await {
+        let identity = Identity::of(&context);
+        match exec::execute(&self.store, self.execution, &identity, args).await {
             Ok(executed) => answer(executed.text(), &executed),
             Err(NotRun::Blocked(reason)) => Ok(CallToolResult::error(vec![ContentBlock::text(
                 format!("blocked: {reason}"),
@@ -539,9 +579,13 @@ impl ServerHandler for Bridge {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+        let tools = match Identity::of(&context) {
+            Identity::Session(_) => &self.keyed_tools,
+            Identity::Anyone | Identity::Operator { .. } => &self.tools,
+        };
+        Ok(ListToolsResult::with_all_items(tools.as_ref().clone()))
     }
 
     fn get_info(&self) -> ServerConfig {

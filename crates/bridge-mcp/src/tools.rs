@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 
 /// Declares the arguments of a tool that authenticates: the three fields
 /// every such tool takes (written out in each struct rather than flattened,
-/// so that an error names the argument), then the tool's own.
+/// so that an error names the argument), then the tool's own. The three are
+/// optional in the schema: over HTTP, a session token in the
+/// `Authorization` header stands for them (`http_auth`); elsewhere they are
+/// required, and their absence is refused in serde's words.
 macro_rules! caller_args {
     ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
         $(#[$meta])*
@@ -30,24 +33,28 @@ macro_rules! caller_args {
         pub struct $name {
             #[allow(missing_docs)]
             #[schemars(regex(pattern = r"^conv_[a-f0-9]{16}$"))]
-            pub conversation_id: String,
+            pub conversation_id: Option<String>,
             /// a (creator) or b (partner)
-            pub session_id: $crate::tools::Session,
+            pub session_id: Option<$crate::tools::Session>,
             #[allow(missing_docs)]
             #[schemars(length(min = 64, max = 64))]
-            pub token: String,
+            pub token: Option<String>,
             $($fields)*
         }
 
         impl $name {
             /// The caller's credentials, checked for shape (a malformed
-            /// token is not echoed).
-            pub fn credentials(&self) -> bridge_core::Result<bridge_core::Credentials> {
-                Ok(bridge_core::Credentials {
-                    conversation_id: self.conversation_id.parse()?,
-                    session: self.session_id.into(),
-                    token: self.token.parse()?,
-                })
+            /// token is not echoed): from the arguments, or from the key
+            /// the request was authenticated with.
+            pub fn credentials(
+                &self,
+                identity: &$crate::http_auth::Identity,
+            ) -> bridge_core::Result<bridge_core::Credentials> {
+                identity.credentials(
+                    self.conversation_id.as_deref(),
+                    self.session_id.map(Into::into),
+                    self.token.as_deref(),
+                )
             }
         }
     };

@@ -12,6 +12,9 @@
 //! empty, i.e. unchecked, by default). Off loopback it serves HTTPS
 //! (`tls`), or plain HTTP only when told so explicitly.
 //!
+//! Every HTTP request is authenticated first (`http_auth`): off loopback or
+//! with `--require-auth`, a request needs a key.
+//!
 //! Under systemd (`Type=notify`, `WatchdogSec=`), the HTTP server says
 //! `READY=1` once its socket listens, pings the watchdog while it serves, and
 //! says `STOPPING=1` when it begins to shut down (`bridge_cli::daemon::systemd`;
@@ -28,6 +31,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{ConnectionListener, Peer};
+use crate::http_auth::{Authenticator, authenticate};
 use crate::http_layer::{Sessions, guard};
 use crate::server::Bridge;
 use crate::stdio::LineTransport;
@@ -89,6 +93,9 @@ pub struct HttpOptions {
     pub insecure_plaintext: bool,
     /// Names clients reach the server by, through DNS or a proxy.
     pub public_hosts: Vec<PublicHost>,
+    /// Whether every request needs a key even on loopback (off loopback it
+    /// always does).
+    pub require_auth: bool,
 }
 
 impl HttpOptions {
@@ -115,6 +122,12 @@ impl HttpOptions {
             );
         }
         Ok(())
+    }
+
+    /// Whether a request without a key is refused: with `--require-auth`,
+    /// and always off loopback.
+    pub fn auth_required(&self) -> bool {
+        self.require_auth || !self.addr.ip().is_loopback()
     }
 
     fn scheme(&self) -> &'static str {
@@ -235,18 +248,33 @@ pub async fn serve_http(
         config.with_allowed_hosts(bound_hosts(bound).into_iter().chain(public))
     };
     let sessions = Arc::new(sessions);
+    let required = options.auth_required();
+    let authenticator = Arc::new(Authenticator::new(bridge.store().clone(), required));
     let service = StreamableHttpService::new(
         move || Ok(bridge.for_new_client()),
         Arc::clone(&sessions),
         config,
     );
-    let app = axum::Router::new().route_service(HTTP_PATH, service).layer(
-        axum::middleware::from_fn_with_state(Arc::clone(&sessions), guard),
-    );
+    // The last layer runs first: authentication, then the guard.
+    let app = axum::Router::new()
+        .route_service(HTTP_PATH, service)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&sessions),
+            guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            authenticator,
+            authenticate,
+        ));
     let expiry = {
         let (sessions, cancel) = (Arc::clone(&sessions), cancel.clone());
         tokio::spawn(async move { sessions.expire_until(cancel.cancelled()).await })
     };
+    if required {
+        tracing::info!("every request needs a key (Authorization: Bearer)");
+    } else {
+        tracing::info!("requests without a key are served: loopback, without --require-auth");
+    }
     tracing::info!("listening on {scheme}://{bound}{HTTP_PATH}");
     // The socket listens from `bind` on: a client that connects now waits in
     // the backlog until the server accepts it, so the service is ready.
@@ -314,6 +342,22 @@ mod tests {
             bound_hosts("10.77.0.1:8765".parse().unwrap()),
             vec!["10.77.0.1:8765"]
         );
+    }
+
+    #[test]
+    fn off_loopback_authentication_is_always_required() {
+        let options = |addr: &str, require_auth| HttpOptions {
+            addr: addr.parse().unwrap(),
+            allow_remote: true,
+            tls: None,
+            insecure_plaintext: true,
+            public_hosts: Vec::new(),
+            require_auth,
+        };
+        assert!(!options("127.0.0.1:8765", false).auth_required());
+        assert!(options("127.0.0.1:8765", true).auth_required());
+        assert!(options("10.77.0.1:8765", false).auth_required());
+        assert!(options("0.0.0.0:8765", false).auth_required());
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! 0600), lists them with their liveness, shows one in detail, rotates
 //! tokens (they are stored hashed, so a lost token is replaced, never shown
 //! again), shows the workers' health and the tasks, lists and verifies the
-//! audit trail, and removes expired conversations. Text for people, `--json`
+//! audit trail, removes expired conversations, and makes and revokes the
+//! access keys of the HTTP server. Text for people, `--json`
 //! for scripts. Replaces the original `bridge_cli.py`.
 //!
 //! `main.rs` holds the command line and runs the commands; `show.rs` turns
 //! their results into text.
 
+mod access;
 mod demo;
 mod show;
 mod yolo;
@@ -131,6 +133,11 @@ enum Command {
         #[command(subcommand)]
         command: yolo::YoloCommand,
     },
+    /// Access keys for the HTTP server: create (shown once), list, revoke
+    Access {
+        #[command(subcommand)]
+        command: access::AccessCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,13 +174,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return demo::run(args.json).await;
     }
     let mut options = args.store.options()?;
-    // Only `create` makes a database; the others look at one that exists.
-    options.create = matches!(args.command, Command::Create { .. });
+    // Only `create` and `access create` make a database (setting up); the
+    // others look at one that exists.
+    options.create = matches!(
+        args.command,
+        Command::Create { .. }
+            | Command::Access {
+                command: access::AccessCommand::Create { .. }
+            }
+    );
     // Only a listing may end quietly when its reader goes away (`| head`);
     // new tokens that could not be printed are an error.
     let listing = !matches!(
         args.command,
-        Command::Create { .. } | Command::RotateTokens { .. } | Command::Yolo { .. }
+        Command::Create { .. }
+            | Command::RotateTokens { .. }
+            | Command::Yolo { .. }
+            | Command::Access { .. }
     );
     let store = Store::open(options).await?;
     let outcome = command(&store, args.command, args.json).await;
@@ -296,6 +313,7 @@ async fn command(store: &Store, command: Command, json: bool) -> anyhow::Result<
         }
         Command::Demo => demo::run(json).await,
         Command::Yolo { command } => yolo::run(store, command, json).await,
+        Command::Access { command } => access::run(store, command, json).await,
     }
 }
 
@@ -367,7 +385,7 @@ fn hand_out(
 
 /// Writes `contents` to `path` with mode 0600 from the start: a temporary
 /// file beside it, then a rename (replacing an older token file whole).
-fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
     let name = path
         .file_name()
         .and_then(|name| name.to_str())

@@ -2,11 +2,12 @@
 //! The `--json` output is the same values, serialized.
 
 use std::fmt::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use bridge_core::{
-    Approval, AuditEntry, AuditReport, ConversationDetail, ConversationId, ConversationInfo,
-    CreatedConversation, Task, Timestamp,
+    AccessKeyInfo, Approval, AuditEntry, AuditReport, ConversationDetail, ConversationId,
+    ConversationInfo, CreatedConversation, Task, Timestamp,
 };
 use serde::Serialize;
 
@@ -454,4 +455,57 @@ pub fn approvals(approvals: &[Approval]) -> String {
         })
         .collect();
     table(&["TOKEN", "CONVERSATION", "ISSUED", "EXPIRES"], &rows)
+}
+
+/// `access create`.
+pub fn access_made(key: Option<&str>, file: Option<&Path>, info: &AccessKeyInfo) -> String {
+    let expiry = info.expires_at.as_ref().map_or_else(
+        || "until it is revoked".to_owned(),
+        |at| format!("until {at}"),
+    );
+    let shown = match (key, file) {
+        (Some(key), _) => format!(
+            "access key {}: {key}
+",
+            info.name
+        ),
+        (None, Some(file)) => format!(
+            "access key {} written to {} (mode 0600)
+",
+            info.name,
+            file.display()
+        ),
+        (None, None) => format!(
+            "access key {}
+",
+            info.name
+        ),
+    };
+    format!(
+        "{shown}It works {expiry}. Send it as Authorization: Bearer <key>. It is shown once: the \
+         database keeps only its digest.\n"
+    )
+}
+
+/// `access list`.
+pub fn access_keys(keys: &[AccessKeyInfo]) -> String {
+    if keys.is_empty() {
+        return "No access keys.\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|key| {
+            vec![
+                key.name.clone(),
+                key.created_at.to_string(),
+                key.last_used_at
+                    .as_ref()
+                    .map_or_else(|| "never".to_owned(), ToString::to_string),
+                key.expires_at
+                    .as_ref()
+                    .map_or_else(|| "never".to_owned(), ToString::to_string),
+            ]
+        })
+        .collect();
+    table(&["NAME", "CREATED", "LAST USED", "EXPIRES"], &rows)
 }

@@ -7,6 +7,7 @@
 //! Assertions never rest on log lines: stderr is read only for the one line
 //! an error prints, and for the absence of tokens.
 
+mod access;
 mod audit;
 mod cleanup;
 mod create;

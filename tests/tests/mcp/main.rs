@@ -1,6 +1,7 @@
 //! End-to-end tests of `bridge-mcp`: the real binary, started by the test,
 //! spoken to with the `rmcp` client over stdio and over Streamable HTTP.
 
+mod auth;
 mod contract;
 mod delivery;
 mod durability;

@@ -3,6 +3,7 @@
 //! file where a test needs other processes' view, raw SQL only to inspect or
 //! tamper with the file.
 
+mod access;
 mod audit;
 mod concurrency;
 mod conversation;

@@ -162,7 +162,7 @@ async fn a_schema_newer_than_the_binary_is_refused() {
     assert_eq!(
         error.to_string(),
         format!(
-            "database {} has schema version 29991231000000, newer than this mcp-bridge knows (20261126000000); upgrade mcp-bridge",
+            "database {} has schema version 29991231000000, newer than this mcp-bridge knows (20261127000000); upgrade mcp-bridge",
             db.path.display()
         )
     );
