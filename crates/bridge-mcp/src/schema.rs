@@ -19,14 +19,100 @@ pub(crate) fn trimmed_tool(mut tool: Tool) -> Tool {
 
 /// A schema without `$schema` (the dialect, MCP's default 2020-12), the
 /// `title` and `description` of the whole (the Rust type's name and doc; the
-/// tool's description says it), and integer `format`s (`int64`, `uint32`:
-/// Rust's widths, not JSON Schema's vocabulary; the bounds say what matters).
+/// tool's description says it), integer `format`s (`int64`, `uint32`:
+/// Rust's widths, not JSON Schema's vocabulary; the bounds say what
+/// matters), and definitions used once written where they are used.
 fn trimmed(schema: &JsonObject) -> JsonObject {
     let mut schema = without_formats(schema);
     for key in ["$schema", "title", "description"] {
         schema.remove(key);
     }
+    inline_single_uses(schema)
+}
+
+/// The prefix of a reference to one of the schema's own definitions.
+const DEFINITION: &str = "#/$defs/";
+
+/// `schema` with each definition referred to once put in place of its
+/// reference (keeping the reference's own keys, a `description` say), and
+/// dropped from `$defs`: `{"$ref": "#/$defs/Session"}` and its definition
+/// cost more bytes than the enum itself. Definitions used twice or more, or
+/// that refer to others, stay.
+fn inline_single_uses(mut schema: JsonObject) -> JsonObject {
+    let Some(Value::Object(mut definitions)) = schema.remove("$defs") else {
+        return schema;
+    };
+    let mut uses = std::collections::HashMap::new();
+    count_references(&Value::Object(schema.clone()), &mut uses);
+    for definition in definitions.values() {
+        count_references(definition, &mut uses);
+    }
+    let inlined: JsonObject = definitions
+        .iter()
+        .filter(|(name, definition)| {
+            let mut inner = std::collections::HashMap::new();
+            count_references(definition, &mut inner);
+            uses.get(name.as_str()) == Some(&1) && inner.is_empty()
+        })
+        .map(|(name, definition)| (name.clone(), definition.clone()))
+        .collect();
+    definitions.retain(|name, _| !inlined.contains_key(name));
+    let mut schema = Value::Object(schema);
+    replace_references(&mut schema, &inlined);
+    let Value::Object(mut schema) = schema else {
+        unreachable!("an object stays an object")
+    };
+    if !definitions.is_empty() {
+        schema.insert("$defs".to_owned(), Value::Object(definitions));
+    }
     schema
+}
+
+/// Counts the references to each definition in `value`.
+fn count_references(value: &Value, uses: &mut std::collections::HashMap<String, usize>) {
+    match value {
+        Value::Object(object) => {
+            if let Some(name) = object
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|reference| reference.strip_prefix(DEFINITION))
+            {
+                *uses.entry(name.to_owned()).or_default() += 1;
+            }
+            object
+                .values()
+                .for_each(|inner| count_references(inner, uses));
+        }
+        Value::Array(items) => items.iter().for_each(|inner| count_references(inner, uses)),
+        _ => {}
+    }
+}
+
+/// Puts each of `inlined` in place of its reference in `value`.
+fn replace_references(value: &mut Value, inlined: &JsonObject) {
+    match value {
+        Value::Object(object) => {
+            let target = object
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|reference| reference.strip_prefix(DEFINITION))
+                .and_then(|name| inlined.get(name));
+            if let Some(Value::Object(definition)) = target {
+                let definition = definition.clone();
+                object.remove("$ref");
+                for (key, inner) in definition {
+                    object.entry(key).or_insert(inner);
+                }
+            }
+            object
+                .values_mut()
+                .for_each(|inner| replace_references(inner, inlined));
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|inner| replace_references(inner, inlined)),
+        _ => {}
+    }
 }
 
 fn without_formats(schema: &JsonObject) -> JsonObject {
@@ -131,6 +217,34 @@ pub(crate) fn caller_required(mut tool: Tool) -> Tool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn definitions_used_once_are_written_in_place() {
+        let schema = serde_json::json!({
+            "properties": {
+                "session_id": {"$ref": "#/$defs/Session", "description": "a or b"},
+                "one": {"$ref": "#/$defs/Twice"},
+                "two": {"items": {"$ref": "#/$defs/Twice"}, "type": "array"}
+            },
+            "$defs": {
+                "Session": {"enum": ["a", "b"], "type": "string"},
+                "Twice": {"type": "integer"}
+            }
+        });
+        let Value::Object(schema) = schema else {
+            unreachable!()
+        };
+        let inlined = Value::Object(inline_single_uses(schema));
+        assert_eq!(
+            inlined["properties"]["session_id"],
+            serde_json::json!({"enum": ["a", "b"], "type": "string", "description": "a or b"})
+        );
+        assert_eq!(inlined["properties"]["one"]["$ref"], "#/$defs/Twice");
+        assert_eq!(
+            inlined["$defs"],
+            serde_json::json!({"Twice": {"type": "integer"}})
+        );
+    }
 
     #[test]
     fn the_caller_arguments_are_required_first_where_taken() {

@@ -207,6 +207,23 @@ fn bounded(
     }
 }
 
+/// `after_id`, which peeks (a read that marks nothing, for a watcher that
+/// keeps its own place): refused with `ack`, which confirms a consuming
+/// read.
+fn peek_after(after_id: Option<i64>, ack: Option<i64>) -> Result<Option<i64>, Refusal> {
+    match (after_id, ack) {
+        (Some(_), Some(_)) => Err(Refusal::Store(bridge_core::Error::Invalid {
+            field: "after_id",
+            reason: "it peeks, and ack confirms a read that consumes: give one of them".into(),
+        })),
+        (Some(after), None) if after < 0 => Err(Refusal::Store(bridge_core::Error::Invalid {
+            field: "after_id",
+            reason: format!("must be 0 or more, got {after}"),
+        })),
+        (after, _) => Ok(after),
+    }
+}
+
 /// A read limit, bounded like [`bounded`].
 fn limit(value: Option<u32>, default: u32, max: u32) -> Result<u32, Refusal> {
     let value = bounded(
@@ -297,7 +314,10 @@ impl Bridge {
             let args: CheckArgs = parse(arguments)?;
             let credentials = args.credentials(&identity)?;
             let limit = limit(args.limit, DEFAULT_LIMIT, bridge_core::MAX_READ_LIMIT)?;
-            let messages = if args.peek.unwrap_or(false) {
+            let after = peek_after(args.after_id, args.ack)?;
+            let messages = if let Some(after) = after {
+                self.store.peek_after(&credentials, after, limit).await?
+            } else if args.peek.unwrap_or(false) {
                 self.store.peek(&credentials, limit).await?
             } else {
                 let receipt = Receipt::of(&context);
@@ -334,13 +354,22 @@ impl Bridge {
                 MAX_WAIT,
             )?;
             let credentials = args.credentials(&identity)?;
+            let after = peek_after(args.after_id, args.ack)?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
             // Subscribe before looking, so that a commit in between wakes us.
             let mut changes = self.store.subscribe();
             loop {
-                let messages = self
-                    .deliver(&credentials, receipt.clone(), args.ack, DEFAULT_LIMIT)
-                    .await?;
+                let messages = match after {
+                    Some(after) => {
+                        self.store
+                            .peek_after(&credentials, after, DEFAULT_LIMIT)
+                            .await?
+                    }
+                    None => {
+                        self.deliver(&credentials, receipt.clone(), args.ack, DEFAULT_LIMIT)
+                            .await?
+                    }
+                };
                 if !messages.is_empty() {
                     return Ok((messages, timeout, false));
                 }
@@ -391,7 +420,7 @@ impl Bridge {
 
     #[tool(
         input_schema = schema_for_type::<StatusArgs>(),
-        description = "Set your status (working, waiting, blocked, complete); also a heartbeat.",
+        description = "Set your status (working, waiting, blocked, complete) or omit it: a heartbeat.",
         annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<StatusSet>()
     )]
@@ -404,15 +433,25 @@ impl Bridge {
         let outcome = async {
             let args: StatusArgs = parse(arguments)?;
             let credentials = args.credentials(&identity)?;
-            let status = args.status.into();
-            self.store.set_status(&credentials, status).await?;
-            Ok(status)
+            let status = args.status.map(Status::from);
+            match status {
+                Some(status) => self.store.set_status(&credentials, status).await?,
+                None => self.store.heartbeat(&credentials).await?,
+            }
+            let unread = self.store.inbox_summary(&credentials).await?.unread;
+            Ok((status, unread))
         };
-        respond(outcome.await, |status: Status| {
+        respond(outcome.await, |(status, unread): (Option<Status>, u64)| {
             let set = StatusSet {
-                status: status.to_string(),
+                status: status.map(|status| status.to_string()),
+                unread,
             };
-            answer(format!("Status set to {status}."), &set)
+            let done = match status {
+                Some(status) => format!("Status set to {status}."),
+                None => "Heartbeat recorded.".to_owned(),
+            };
+            let plural = if unread == 1 { "" } else { "s" };
+            answer(format!("{done} {unread} unread message{plural}."), &set)
         })
     }
 

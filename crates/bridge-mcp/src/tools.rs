@@ -153,6 +153,9 @@ caller_args! {
     /// Last message id you processed
     #[schemars(range(min = 0))]
     pub ack: Option<i64>,
+    /// Peek after this id, read or not
+    #[schemars(range(min = 0))]
+    pub after_id: Option<i64>,
     }
 }
 
@@ -181,7 +184,7 @@ caller_args! {
     /// `update_my_status`.
     pub struct StatusArgs {
     #[allow(missing_docs)]
-    pub status: AgentStatus,
+    pub status: Option<AgentStatus>,
     }
 }
 
@@ -194,6 +197,9 @@ caller_args! {
     /// Last message id you processed
     #[schemars(range(min = 0))]
     pub ack: Option<i64>,
+    /// Wait for one after this id; mark none read
+    #[schemars(range(min = 0))]
+    pub after_id: Option<i64>,
     }
 }
 
@@ -402,8 +408,11 @@ pub struct Waited {
 // The result of `update_my_status`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct StatusSet {
-    // The status now.
-    pub status: String,
+    // The status set, if one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    // Messages not yet confirmed.
+    pub unread: u64,
 }
 
 // The result of `check_partner_status`.

@@ -63,7 +63,7 @@ async fn tools_keep_the_original_names_and_bounds_and_fit_in_12_kb() {
         "^conv_[a-f0-9]{16}$"
     );
     assert_eq!(send["properties"]["files_involved"]["maxItems"], 20);
-    assert_eq!(send["$defs"]["Session"]["enum"], json!(["a", "b"]));
+    assert_eq!(send["properties"]["session_id"]["enum"], json!(["a", "b"]));
     assert_eq!(
         send["required"],
         json!(["conversation_id", "session_id", "token", "message"])
@@ -75,7 +75,7 @@ async fn tools_keep_the_original_names_and_bounds_and_fit_in_12_kb() {
     assert_eq!(assign["properties"]["body"]["maxLength"], 50_000);
     let update = schema("update_task");
     assert_eq!(
-        update["$defs"]["TaskStateArg"]["enum"],
+        update["properties"]["state"]["enum"],
         json!(["open", "in_progress", "done", "failed", "cancelled"])
     );
     assert_eq!(

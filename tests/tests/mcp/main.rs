@@ -12,4 +12,5 @@ mod sessions;
 mod tasks;
 mod team;
 mod tls;
+mod watching;
 mod yolo;
