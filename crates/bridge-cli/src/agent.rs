@@ -3,8 +3,10 @@
 //! The original scripts took `<conversation_id> <token>` as arguments; that
 //! form still works, but a token on the command line is visible to every
 //! user in `ps`, so it draws a warning. The token is better given as
-//! `--token-file` (`BRIDGE_TOKEN_FILE`) or `BRIDGE_TOKEN`; the first of
-//! argument, file, environment wins.
+//! `--token-file` (`BRIDGE_TOKEN_FILE`), `BRIDGE_TOKEN`, or as a systemd
+//! credential named `token` (`LoadCredential=token:PATH`, read from
+//! `$CREDENTIALS_DIRECTORY/token`); the first of argument, file,
+//! environment, credential wins.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,9 @@ use clap::{Args, ValueEnum};
 
 /// The environment variable a token may come in.
 pub const TOKEN_ENV: &str = "BRIDGE_TOKEN";
+
+/// The name of the systemd credential a token may come in.
+pub const TOKEN_CREDENTIAL: &str = "token";
 
 /// A session on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,10 +72,12 @@ impl AgentArgs {
                 token.clone()
             }
             (None, Some(file)) => read_token_file(file)?,
-            (None, None) => match std::env::var(TOKEN_ENV) {
-                Ok(token) => token,
-                Err(_) => bail!(
-                    "no token: give it with --token-file PATH, in {TOKEN_ENV}, or after the conversation id"
+            (None, None) => match (std::env::var(TOKEN_ENV), credential()) {
+                (Ok(token), _) => token,
+                (Err(_), Some(file)) => read_token_file(&file)?,
+                (Err(_), None) => bail!(
+                    "no token: give it with --token-file PATH, in {TOKEN_ENV}, as the systemd \
+                     credential {TOKEN_CREDENTIAL:?} (LoadCredential=), or after the conversation id"
                 ),
             },
         };
@@ -81,6 +88,13 @@ impl AgentArgs {
             token,
         })
     }
+}
+
+/// The file of the systemd credential `token`, if systemd passed one.
+fn credential() -> Option<PathBuf> {
+    let directory = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let file = Path::new(&directory).join(TOKEN_CREDENTIAL);
+    file.is_file().then_some(file)
 }
 
 /// Reads a token file, warning if others may read it.

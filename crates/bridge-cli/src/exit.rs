@@ -5,8 +5,8 @@
 //! | 0 | success |
 //! | 1 | runtime failure (I/O, a locked database, ...) |
 //! | 2 | usage error (bad flags; clap exits with it) |
-//! | 77 | authentication failed: invalid or malformed token, expired or unknown conversation |
-//! | 78 | configuration error: wrong or missing key file, not an mcp-bridge database, schema too new |
+//! | 77 | authentication failed: invalid or malformed token, expired or unknown conversation, a key the hub refuses |
+//! | 78 | configuration error: wrong or missing key file, not an mcp-bridge database, schema too new, a hub whose certificate does not verify ([`Misconfigured`]) |
 //!
 //! 77 and 78 (sysexits' `EX_NOPERM` and `EX_CONFIG`) do not heal by
 //! restarting: systemd units list them in `RestartPreventExitStatus=` so that
@@ -27,14 +27,35 @@ pub const AUTH: u8 = 77;
 /// The configuration cannot work.
 pub const CONFIG: u8 = 78;
 
-/// The exit code for `error`, from the first `bridge_core::Error` in its chain.
+/// A configuration that cannot work, found outside `bridge-core` (a hub
+/// whose certificate does not verify, say): exit 78.
+#[derive(Debug)]
+pub struct Misconfigured(pub String);
+
+impl std::fmt::Display for Misconfigured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Misconfigured {}
+
+/// The exit code for `error`: [`CONFIG`] for a [`Misconfigured`] in its
+/// chain, else from the first `bridge_core::Error` in it.
 pub fn code_for(error: &anyhow::Error) -> u8 {
+    if error
+        .chain()
+        .any(|cause| cause.downcast_ref::<Misconfigured>().is_some())
+    {
+        return CONFIG;
+    }
     let core = error
         .chain()
         .find_map(|cause| cause.downcast_ref::<Error>());
     match core {
         Some(
             Error::InvalidToken { .. }
+            | Error::Unauthenticated { .. }
             | Error::Expired { .. }
             | Error::NoSuchConversation { .. }
             | Error::Invalid {
@@ -101,6 +122,13 @@ mod tests {
             problem: "is missing".into(),
         });
         assert_eq!(code_for(&config), CONFIG);
+        let refused = anyhow::Error::from(Error::Unauthenticated {
+            reason: "the key is not known".into(),
+        });
+        assert_eq!(code_for(&refused), AUTH);
+        let certificate =
+            anyhow::Error::from(Misconfigured("no trust".into())).context("connecting");
+        assert_eq!(code_for(&certificate), CONFIG);
         let other = Err::<(), _>(std::io::Error::other("disk full"))
             .context("writing")
             .unwrap_err();

@@ -318,6 +318,12 @@ impl Bridge {
             let messages = if let Some(after) = after {
                 self.store.peek_after(&credentials, after, limit).await?
             } else if args.peek.unwrap_or(false) {
+                // A peek hands nothing out; its ack confirms what an
+                // earlier consuming read did (check-messages --mark-read
+                // over HTTP confirms this way, once it printed them).
+                if let Some(ack) = args.ack {
+                    self.store.ack(&credentials, ack).await?;
+                }
                 self.store.peek(&credentials, limit).await?
             } else {
                 let receipt = Receipt::of(&context);

@@ -6,13 +6,18 @@
 //! consume them here instead. Then they are confirmed only once printed: if
 //! printing fails (or the process dies first), they stay pending and come
 //! again, marked as redelivered, to the next consumer.
+//!
+//! The hub is the database on this machine (`--db`) or a `bridge-mcp
+//! --http` on another one (`--url`, the token as its key; see `bridge-hub`).
+//! It never waits: a hub out of reach is an error (exit 1), a refused token
+//! exit 77, a certificate that does not verify exit 78.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use bridge_cli::agent::AgentArgs;
-use bridge_cli::{LogArgs, StoreArgs, exit};
-use bridge_core::{Message, Store};
+use bridge_cli::{LogArgs, exit};
+use bridge_hub::{Hub, HubArgs, HubError, Incoming};
 use clap::Parser;
 
 /// Prints the unread messages of a session once: "No new messages" if there
@@ -36,7 +41,7 @@ struct Args {
     limit: u32,
 
     #[command(flatten)]
-    store: StoreArgs,
+    hub: HubArgs,
 
     #[command(flatten)]
     log: LogArgs,
@@ -50,55 +55,97 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let credentials = args.agent.credentials()?;
-    let mut options = args.store.options()?;
-    options.create = false;
-    options.readers = 1;
-    let store = Store::open(options).await?;
-    let outcome = show(&store, &args, &credentials).await;
-    store.close().await;
-    outcome
+    let mut hub = Hub::connect_once(&args.hub, credentials)
+        .await
+        .map_err(report)?;
+    let outcome = show(&mut hub, &args).await;
+    hub.close().await;
+    outcome.map_err(report)
+}
+
+/// A hub's error as this program reports it (and exits with its code).
+fn report(error: HubError) -> anyhow::Error {
+    // The store's or the configuration's own error, so that its exit code
+    // is found.
+    match error {
+        HubError::Store(error) => error.into(),
+        HubError::Misconfigured(error) => error.into(),
+        other => other.into(),
+    }
 }
 
 /// Reads, prints, and with `--mark-read` confirms what was printed.
-async fn show(
-    store: &Store,
-    args: &Args,
-    credentials: &bridge_core::Credentials,
-) -> anyhow::Result<()> {
+async fn show(hub: &mut Hub, args: &Args) -> Result<(), HubError> {
     let messages = if args.mark_read {
-        store.deliver(credentials, None, args.limit).await?
+        hub.deliver(args.limit).await?
     } else {
-        store.peek(credentials, args.limit).await?
+        hub.peek(args.limit).await?
     };
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::json!({ "messages": messages }))?;
-    } else if messages.is_empty() {
-        writeln!(out, "No new messages")?;
-    } else {
-        for message in &messages {
-            write_text(&mut out, message)?;
-        }
+    let printed = print(&messages, args.json.then_some(&args.agent.conversation_id));
+    if let Err(error) = printed {
+        // Not confirmed: they come again, marked, to the next reader.
+        return Err(HubError::Store(bridge_core::Error::Io {
+            action: "write messages to",
+            path: "stdout".into(),
+            error,
+        }));
     }
-    out.flush()?;
-    drop(out);
     if args.mark_read
         && let Some(last) = messages.last()
     {
-        store.ack(credentials, last.id).await?;
+        hub.ack(last.id).await?;
     }
     Ok(())
 }
 
+/// Prints the messages: JSON (with the conversation's id), text, or "No
+/// new messages".
+fn print(messages: &[Incoming], json: Option<&String>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if let Some(conversation_id) = json {
+        let messages: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|message| as_json(message, conversation_id))
+            .collect();
+        writeln!(out, "{}", serde_json::json!({ "messages": messages }))?;
+    } else if messages.is_empty() {
+        writeln!(out, "No new messages")?;
+    } else {
+        for message in messages {
+            write_text(&mut out, message)?;
+        }
+    }
+    out.flush()
+}
+
+/// One message as JSON: the fields of the store's messages.
+fn as_json(message: &Incoming, conversation_id: &str) -> serde_json::Value {
+    let mut json = serde_json::json!({
+        "id": message.id,
+        "conversation_id": conversation_id,
+        "from": message.from,
+        "to": message.to,
+        "body": message.body,
+        "action_type": message.action_type,
+        "files_involved": message.files_involved,
+        "metadata": message.metadata,
+        "created_at": message.timestamp,
+    });
+    if message.redelivered {
+        json["redelivered"] = true.into();
+    }
+    json
+}
+
 /// One message as text: a header line, the body, the files if any.
-fn write_text(out: &mut impl Write, message: &Message) -> std::io::Result<()> {
+fn write_text(out: &mut impl Write, message: &Incoming) -> std::io::Result<()> {
     writeln!(
         out,
         "#{} from {} ({}) at {}{}:",
         message.id,
         message.from,
         message.action_type,
-        message.created_at,
+        message.timestamp,
         if message.redelivered {
             " (redelivered: it may have been seen before)"
         } else {

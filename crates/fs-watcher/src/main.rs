@@ -25,9 +25,22 @@
 //! by a crash (or by systemd) runs again, and can tell. The state file is
 //! written whole (a temporary file, then a rename) and synced.
 //!
-//! Like `keepalive-daemon`: it waits for a database that does not exist yet,
-//! reopens one that was replaced, stops on SIGTERM or SIGINT, speaks
-//! systemd's notification protocol, and exits 77 on a wrong or expired token.
+//! # Where the messages come from
+//!
+//! The hub is the database on this machine (`--db`): woken by its change
+//! notification; or a `bridge-mcp --http` on another machine (`--url`, the
+//! token as its key; see `bridge-hub`): woken by the server's, through
+//! `wait_for_messages` with `after_id`, a call that waits on the hub and
+//! marks nothing read. Either way it reads after its own place, never
+//! moving the agent's.
+//!
+//! Like `keepalive-daemon`: it waits for a database that does not exist yet
+//! or a hub out of reach (said once; what came meanwhile is reported when
+//! it is back, from its own place), reopens a database that was replaced,
+//! stops on SIGTERM or SIGINT, speaks systemd's notification protocol
+//! (ready once the first heartbeat was accepted; watchdog pings while it
+//! waits), and exits 77 on a wrong or expired token, 78 on a hub whose
+//! certificate does not verify.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,9 +49,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bridge_cli::agent::AgentArgs;
-use bridge_cli::daemon::{open_when_ready, systemd};
-use bridge_cli::{LogArgs, RateLimitArgs, StoreArgs, exit, parse_duration, shutdown_signal};
-use bridge_core::{Credentials, Message, Store};
+use bridge_cli::daemon::systemd;
+use bridge_cli::{LogArgs, exit, parse_duration, shutdown_signal};
+use bridge_core::Credentials;
+use bridge_hub::{Hub, HubArgs, HubError, Incoming, Start};
 use clap::{Parser, ValueEnum};
 use tokio::io::AsyncWriteExt;
 
@@ -73,10 +87,7 @@ struct Args {
     heartbeat: Duration,
 
     #[command(flatten)]
-    store: StoreArgs,
-
-    #[command(flatten)]
-    limit: RateLimitArgs,
+    hub: HubArgs,
 
     #[command(flatten)]
     log: LogArgs,
@@ -107,127 +118,265 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let credentials = args.agent.credentials()?;
-    let mut options = args.store.options()?;
-    args.limit.apply(&mut options);
-    options.readers = 1;
-
-    let Some(mut store) = open_when_ready(options.clone(), &mut shutdown).await? else {
+    let state = read_state(args.state_file.as_deref())?;
+    let watchdog = systemd::watchdog_interval();
+    let Some(mut hub) = Hub::connect(&args.hub, credentials.clone(), &mut shutdown)
+        .await
+        .map_err(fatal)?
+    else {
         return Ok(());
     };
-    let summary = store.inbox_summary(&credentials).await?;
-    let state = read_state(args.state_file.as_deref())?;
     // Reported, or perhaps reported, before a crash: marked if again.
     let redeliver_upto = state.and_then(|state| state.reporting).unwrap_or(0);
-    let mut last = match state {
-        Some(state) => state.last,
-        None if args.from_now => summary.newest_id,
-        None => summary.acked_id,
+    let start = if args.from_now {
+        Start::Now
+    } else {
+        Start::Unconfirmed
     };
-    store.heartbeat(&credentials).await?;
+    // The first heartbeat proves the token: ready only once it is accepted.
+    let first = loop {
+        let attempt = async {
+            hub.heartbeat().await?;
+            match state {
+                Some(state) => Ok(state.last),
+                None => hub.start(start).await,
+            }
+        };
+        match attempt.await {
+            Ok(last) => break Some(last),
+            Err(error) => {
+                if !survive(&mut hub, error, &mut shutdown, watchdog).await? {
+                    break None;
+                }
+            }
+        }
+    };
+    let Some(mut last) = first else {
+        hub.close().await;
+        return Ok(());
+    };
     tracing::info!(
         conversation_id = %credentials.conversation_id,
         session = %credentials.session,
+        hub = %hub.location(),
         after = last,
         "watching"
     );
     systemd::ready();
-    let watchdog = systemd::watchdog_interval();
-    let mut watchdog_ticks = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut heartbeats = tokio::time::interval(args.heartbeat);
-    heartbeats.reset();
-    // Subscribe before the first read, so that a commit in between wakes us.
-    let mut changes = store.subscribe();
-    loop {
+    let mut next_beat = tokio::time::Instant::now() + args.heartbeat;
+    let reporter = Reporter {
+        args: &args,
+        credentials: &credentials,
+        redeliver_upto,
+        watchdog,
+    };
+    // What the hub handed over while waiting, to report first.
+    let mut arrived: Vec<Incoming> = Vec::new();
+    let stopped = 'watching: loop {
         // Everything after `last`, in batches, before waiting again.
         loop {
-            let mut messages = store.peek_after(&credentials, last, BATCH).await?;
-            for message in &mut messages {
-                message.redelivered = message.id <= redeliver_upto;
-            }
-            let Some(batch_last) = messages.last().map(|message| message.id) else {
-                break;
-            };
-            let state_file = args.state_file.as_deref();
-            if args.exec.is_none() {
-                write_state(state_file, State::reporting(last, batch_last))?;
-            }
-            for message in &messages {
-                if let Some(command) = &args.exec {
-                    write_state(state_file, State::reporting(last, message.id))?;
-                    if !report(&args, message) {
-                        return stdout_closed(store).await;
+            let messages = if arrived.is_empty() {
+                match hub.peek_after(last, BATCH).await {
+                    Ok(messages) => messages,
+                    Err(error) => {
+                        if survive(&mut hub, error, &mut shutdown, watchdog).await? {
+                            continue;
+                        }
+                        break 'watching Stop::Signal;
                     }
-                    let ran =
-                        run_command(command, &credentials, message, &mut shutdown, watchdog).await;
-                    if !ran {
-                        tracing::info!("stopping; the command will run again at the next start");
-                        store.close().await;
-                        return Ok(());
-                    }
-                    last = message.id;
-                    write_state(state_file, State::done(last))?;
-                } else if !report(&args, message) {
-                    return stdout_closed(store).await;
                 }
+            } else {
+                std::mem::take(&mut arrived)
+            };
+            let full = messages.len() >= BATCH as usize;
+            if messages.is_empty() {
+                break;
             }
-            last = batch_last;
-            if args.exec.is_none() {
-                write_state(state_file, State::done(last))?;
+            if let Some(stop) = reporter
+                .report_all(messages, &mut last, &mut shutdown)
+                .await?
+            {
+                break 'watching stop;
             }
-            if messages.len() < BATCH as usize {
+            if !full {
                 break;
             }
         }
-        tokio::select! {
-            signal = &mut shutdown => {
-                tracing::info!(signal, "stopping");
-                break;
+        let now = tokio::time::Instant::now();
+        if now >= next_beat {
+            next_beat = now + args.heartbeat;
+            if !hub.refresh(&mut shutdown).await.map_err(fatal)? {
+                break Stop::Signal;
             }
-            changed = changes.changed() => changed?,
-            _ = heartbeats.tick() => {
-                if store.replaced() {
-                    tracing::warn!(database = %store.path().display(), "the database file was replaced; reopening it");
-                    store.close().await;
-                    let Some(reopened) = open_when_ready(options.clone(), &mut shutdown).await? else {
-                        return Ok(());
-                    };
-                    store = reopened;
-                    changes = store.subscribe();
-                }
-                if let Err(error) = store.heartbeat(&credentials).await {
-                    let error = anyhow::Error::from(error);
-                    if exit::code_for(&error) == exit::AUTH {
-                        store.close().await;
+            if let Err(error) = hub.heartbeat().await {
+                if !error.is_transient() {
+                    let error = fatal(error);
+                    if exit::code_for(&error) != exit::FAILURE {
+                        hub.close().await;
                         return Err(error);
                     }
                     tracing::warn!("heartbeat failed: {error:#}");
+                } else if !survive(&mut hub, error, &mut shutdown, watchdog).await? {
+                    break Stop::Signal;
                 }
             }
-            _ = watchdog_ticks.tick(), if watchdog.is_some() => systemd::watchdog(),
+            continue;
         }
+        // Wait for what comes after `last`, until the next heartbeat.
+        let waited = pinging(
+            hub.wait_after(last, next_beat - now),
+            &mut shutdown,
+            watchdog,
+        )
+        .await;
+        match waited {
+            None => break Stop::Signal,
+            Some(Ok(messages)) => arrived = messages,
+            Some(Err(error)) => {
+                if !survive(&mut hub, error, &mut shutdown, watchdog).await? {
+                    break Stop::Signal;
+                }
+            }
+        }
+    };
+    match stopped {
+        Stop::Signal => tracing::info!("stopping"),
+        Stop::Command => tracing::info!("stopping; the command will run again at the next start"),
+        Stop::Stdout => tracing::info!("stdout is closed; stopping"),
     }
-    store.close().await;
+    hub.close().await;
     Ok(())
 }
 
-/// Stops because nobody reads stdout any more.
-async fn stdout_closed(store: Store) -> anyhow::Result<()> {
-    tracing::info!("stdout is closed; stopping");
-    store.close().await;
-    Ok(())
+/// Why the watcher stops.
+enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A signal while `--exec` ran: the command runs again at the next start.
+    Command,
+    /// Nobody reads stdout any more.
+    Stdout,
+}
+
+/// A hub's error as this program reports it (and exits with its code).
+fn fatal(error: HubError) -> anyhow::Error {
+    // The store's or the configuration's own error, so that its exit code
+    // is found.
+    match error {
+        HubError::Store(error) => error.into(),
+        HubError::Misconfigured(error) => error.into(),
+        other => other.into(),
+    }
+}
+
+/// After a failed call: waits for the hub if it is out of reach (or the
+/// database locked or replaced), pinging the watchdog; `false` if a signal
+/// came first. Any other error ends the watcher.
+async fn survive(
+    hub: &mut Hub,
+    error: HubError,
+    shutdown: &mut (impl Future<Output = &'static str> + Unpin),
+    watchdog: Option<Duration>,
+) -> anyhow::Result<bool> {
+    if !error.is_transient() {
+        return Err(fatal(error));
+    }
+    tracing::debug!(%error, "waiting for the hub");
+    match pinging(
+        hub.recover(std::future::pending::<()>()),
+        shutdown,
+        watchdog,
+    )
+    .await
+    {
+        None => Ok(false),
+        Some(recovered) => recovered.map_err(fatal),
+    }
+}
+
+/// Runs `work` to its end while pinging systemd's watchdog; `None` if a
+/// signal came first (`work` is then dropped).
+async fn pinging<T>(
+    work: impl Future<Output = T>,
+    shutdown: &mut (impl Future<Output = &'static str> + Unpin),
+    watchdog: Option<Duration>,
+) -> Option<T> {
+    tokio::pin!(work);
+    let mut pings = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    loop {
+        tokio::select! {
+            done = &mut work => return Some(done),
+            _ = &mut *shutdown => return None,
+            _ = pings.tick(), if watchdog.is_some() => systemd::watchdog(),
+        }
+    }
+}
+
+/// Reports messages: prints them, runs `--exec`, keeps the state file.
+struct Reporter<'a> {
+    args: &'a Args,
+    credentials: &'a Credentials,
+    /// Messages up to this id may have been reported before a crash.
+    redeliver_upto: i64,
+    watchdog: Option<Duration>,
+}
+
+impl Reporter<'_> {
+    /// Reports `messages` (the ones after `last`, in order) and moves
+    /// `last` on; `Some` if the watcher must stop.
+    async fn report_all(
+        &self,
+        mut messages: Vec<Incoming>,
+        last: &mut i64,
+        shutdown: &mut (impl Future<Output = &'static str> + Unpin),
+    ) -> anyhow::Result<Option<Stop>> {
+        let args = self.args;
+        for message in &mut messages {
+            message.redelivered = message.id <= self.redeliver_upto;
+        }
+        let Some(batch_last) = messages.last().map(|message| message.id) else {
+            return Ok(None);
+        };
+        let state_file = args.state_file.as_deref();
+        if args.exec.is_none() {
+            write_state(state_file, State::reporting(*last, batch_last))?;
+        }
+        for message in &messages {
+            if let Some(command) = &args.exec {
+                write_state(state_file, State::reporting(*last, message.id))?;
+                if !report(args, self.credentials, message) {
+                    return Ok(Some(Stop::Stdout));
+                }
+                let ran =
+                    run_command(command, self.credentials, message, shutdown, self.watchdog).await;
+                if !ran {
+                    return Ok(Some(Stop::Command));
+                }
+                *last = message.id;
+                write_state(state_file, State::done(*last))?;
+            } else if !report(args, self.credentials, message) {
+                return Ok(Some(Stop::Stdout));
+            }
+        }
+        *last = batch_last;
+        if args.exec.is_none() {
+            write_state(state_file, State::done(*last))?;
+        }
+        Ok(None)
+    }
 }
 
 /// Prints the line for `message`. Returns `false` if stdout is gone (nobody
 /// is listening any more).
-fn report(args: &Args, message: &Message) -> bool {
+fn report(args: &Args, credentials: &Credentials, message: &Incoming) -> bool {
     let line = match args.format {
         Format::Json => {
             let mut line = serde_json::json!({
                 "id": message.id,
-                "conversation_id": message.conversation_id,
+                "conversation_id": credentials.conversation_id,
                 "from": message.from,
                 "action_type": message.action_type,
-                "timestamp": message.created_at,
+                "timestamp": message.timestamp,
                 "message": message.body,
                 "files_involved": message.files_involved,
             });
@@ -239,7 +388,7 @@ fn report(args: &Args, message: &Message) -> bool {
         Format::Text => format!(
             "#{} {} from {} ({}){}: {}",
             message.id,
-            message.created_at,
+            message.timestamp,
             message.from,
             message.action_type,
             if message.redelivered {
@@ -260,7 +409,7 @@ fn report(args: &Args, message: &Message) -> bool {
 async fn run_command(
     command: &str,
     credentials: &Credentials,
-    message: &Message,
+    message: &Incoming,
     shutdown: &mut (impl Future<Output = &'static str> + Unpin),
     watchdog: Option<Duration>,
 ) -> bool {
@@ -274,7 +423,7 @@ async fn run_command(
         )
         .env("BRIDGE_SESSION", credentials.session.as_str())
         .env("BRIDGE_MESSAGE_ID", message.id.to_string())
-        .env("BRIDGE_ACTION_TYPE", message.action_type.as_str())
+        .env("BRIDGE_ACTION_TYPE", &message.action_type)
         .env_remove("BRIDGE_TOKEN")
         .env_remove("BRIDGE_REDELIVERED")
         .stdin(Stdio::piped())

@@ -6,19 +6,23 @@
 //! nothing is marked read). Replaces the original `keepalive-daemon.sh` and
 //! `keepalive-client.py`, which never checked the token.
 //!
-//! It waits for a database that does not exist yet, reopens one that was
+//! The hub is the database on this machine (`--db`), or a `bridge-mcp
+//! --http` on another one (`--url`, with the token as its key; see
+//! `bridge-hub`). It waits for a database that does not exist yet, or a hub
+//! that cannot be reached (said once), reopens a database that was
 //! replaced, stops within a second on SIGTERM or SIGINT, and under systemd
-//! (`Type=notify`, `WatchdogSec=`) says when it is ready and pings the
-//! watchdog from its loop. A wrong or expired token ends it with exit code
-//! 77, which the systemd unit does not restart.
+//! (`Type=notify`, `WatchdogSec=`) says it is ready once its first heartbeat
+//! was accepted, and pings the watchdog from its loop. A wrong or expired
+//! token ends it with exit code 77, which the systemd unit does not
+//! restart; a hub whose certificate does not verify, with 78.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bridge_cli::agent::AgentArgs;
-use bridge_cli::daemon::{open_when_ready, systemd};
-use bridge_cli::{LogArgs, RateLimitArgs, StoreArgs, exit, parse_duration, shutdown_signal};
-use bridge_core::{Credentials, Store};
+use bridge_cli::daemon::systemd;
+use bridge_cli::{LogArgs, exit, parse_duration, shutdown_signal};
+use bridge_hub::{Hub, HubArgs, HubError};
 use clap::Parser;
 
 /// Records a heartbeat for a session every interval, and logs how many
@@ -34,10 +38,7 @@ struct Args {
     interval: Duration,
 
     #[command(flatten)]
-    store: StoreArgs,
-
-    #[command(flatten)]
-    limit: RateLimitArgs,
+    hub: HubArgs,
 
     #[command(flatten)]
     log: LogArgs,
@@ -59,17 +60,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let credentials = args.agent.credentials()?;
-    let mut options = args.store.options()?;
-    args.limit.apply(&mut options);
-    options.readers = 1;
-
-    let Some(mut store) = open_when_ready(options.clone(), &mut shutdown).await? else {
+    let Some(mut hub) = Hub::connect(&args.hub, credentials.clone(), &mut shutdown)
+        .await
+        .map_err(fatal)?
+    else {
         return Ok(());
     };
-    let mut last_unread = beat(&store, &credentials, None).await?;
+    // The first heartbeat proves the token: ready only once it is accepted.
+    let mut last_unread = loop {
+        match beat(&mut hub, None).await {
+            Ok(unread) => break unread,
+            Err(error) if error.is_transient() => {
+                if !hub.recover(&mut shutdown).await.map_err(fatal)? {
+                    hub.close().await;
+                    return Ok(());
+                }
+            }
+            Err(error) => {
+                hub.close().await;
+                return Err(fatal(error));
+            }
+        }
+    };
     tracing::info!(
         conversation_id = %credentials.conversation_id,
         session = %credentials.session,
+        hub = %hub.location(),
         interval = ?args.interval,
         "beating"
     );
@@ -86,39 +102,47 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = watchdog_ticks.tick(), if watchdog.is_some() => systemd::watchdog(),
             () = tokio::time::sleep_until(next) => {
                 next += jittered(args.interval);
-                if store.replaced() {
-                    tracing::warn!(database = %store.path().display(), "the database file was replaced; reopening it");
-                    store.close().await;
-                    let Some(reopened) = open_when_ready(options.clone(), &mut shutdown).await? else {
-                        return Ok(());
-                    };
-                    store = reopened;
+                if !hub.refresh(&mut shutdown).await.map_err(fatal)? {
+                    return Ok(());
                 }
-                match beat(&store, &credentials, last_unread).await {
+                match beat(&mut hub, last_unread).await {
                     Ok(unread) => last_unread = unread,
-                    Err(error) if exit::code_for(&error) == exit::AUTH => {
-                        store.close().await;
-                        return Err(error);
+                    // Out of reach (said once by the hub), locked, or a
+                    // moment of trouble: try again next time.
+                    Err(error) if error.is_transient() => {
+                        tracing::debug!(%error, "no heartbeat this time");
                     }
-                    // Locked, or a moment of trouble: try again next time.
-                    Err(error) => tracing::warn!("heartbeat failed: {error:#}"),
+                    Err(error) => {
+                        let error = fatal(error);
+                        if exit::code_for(&error) != exit::FAILURE {
+                            hub.close().await;
+                            return Err(error);
+                        }
+                        tracing::warn!("heartbeat failed: {error:#}");
+                    }
                 }
             }
         }
     }
-    store.close().await;
+    hub.close().await;
     Ok(())
+}
+
+/// A hub's error as this program reports it (and exits with its code).
+fn fatal(error: HubError) -> anyhow::Error {
+    // The store's or the configuration's own error, so that its exit code
+    // is found.
+    match error {
+        HubError::Store(error) => error.into(),
+        HubError::Misconfigured(error) => error.into(),
+        other => other.into(),
+    }
 }
 
 /// One heartbeat, and the unread count, logged when it changed. Returns the
 /// count.
-async fn beat(
-    store: &Store,
-    credentials: &Credentials,
-    last_unread: Option<u64>,
-) -> anyhow::Result<Option<u64>> {
-    store.heartbeat(credentials).await?;
-    let unread = store.inbox_summary(credentials).await?.unread;
+async fn beat(hub: &mut Hub, last_unread: Option<u64>) -> Result<Option<u64>, HubError> {
+    let unread = hub.heartbeat().await?;
     if last_unread != Some(unread) {
         tracing::info!(
             unread,
