@@ -19,21 +19,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the workspace binary `name` with `args` on `database`, with
-    /// `env` added (and no inherited `BRIDGE_*`/`RUST_LOG`).
+    /// Starts the workspace binary `name` with `args` on `database` (or
+    /// on the hub of `BRIDGE_URL`, if `env` has it), with `env` added (and
+    /// no inherited `BRIDGE_*`/`RUST_LOG`).
     pub fn start(name: &str, database: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut command = Command::new(bin::path(name));
+        let mut command = command(name, database, env);
         command
             .args(args)
-            .env("BRIDGE_DB", database)
-            .env_remove("BRIDGE_TOKEN")
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (key, value) in env {
-            command.env(key, value);
-        }
         let mut child = command.spawn().expect("start the daemon");
         let (send, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
@@ -139,19 +134,33 @@ pub fn run(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (Option<i32>, String, String) {
-    let mut command = Command::new(bin::path(name));
-    command
+    let output = command(name, database, env)
         .args(args)
-        .env("BRIDGE_DB", database)
-        .env_remove("BRIDGE_TOKEN")
-        .env_remove("RUST_LOG");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let output = command.output().expect("run the binary");
+        .output()
+        .expect("run the binary");
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The workspace binary `name` on `database`, or on the hub of
+/// `BRIDGE_URL` if `env` has it (then without `BRIDGE_DB`, which would
+/// conflict), with `env`, and nothing inherited of `BRIDGE_*`/`RUST_LOG`.
+fn command(name: &str, database: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(bin::path(name));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("BRIDGE_") {
+            command.env_remove(key);
+        }
+    }
+    command.env_remove("RUST_LOG");
+    if !env.iter().any(|(key, _)| *key == "BRIDGE_URL") {
+        command.env("BRIDGE_DB", database);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
 }

@@ -303,8 +303,13 @@ impl HttpServer {
     /// Starts the server on `database` with `args` after `--http 127.0.0.1:0`,
     /// and waits until it listens.
     pub fn start(database: &Path, args: &[&str]) -> HttpServer {
+        HttpServer::start_on("127.0.0.1:0", database, args)
+    }
+
+    /// Starts the server as [`HttpServer::start`] does, on `addr`.
+    pub fn start_on(addr: &str, database: &Path, args: &[&str]) -> HttpServer {
         let mut child = Command::new(bin::path("bridge-mcp"))
-            .args(["--http", "127.0.0.1:0"])
+            .args(["--http", addr])
             .args(args)
             .env("BRIDGE_DB", database)
             .env("BRIDGE_RATE_LIMIT", "0")
@@ -347,11 +352,21 @@ impl HttpServer {
     /// Starts the server as [`HttpServer::start`] does, serving HTTPS with
     /// `tls`.
     pub fn start_tls(database: &Path, tls: &crate::tls::ServerFiles, args: &[&str]) -> HttpServer {
+        HttpServer::start_tls_on("127.0.0.1:0", database, tls, args)
+    }
+
+    /// Starts the server as [`HttpServer::start_tls`] does, on `addr`.
+    pub fn start_tls_on(
+        addr: &str,
+        database: &Path,
+        tls: &crate::tls::ServerFiles,
+        args: &[&str],
+    ) -> HttpServer {
         let certificate = tls.certificate.to_str().expect("a UTF-8 path");
         let key = tls.key.to_str().expect("a UTF-8 path");
         let mut all = vec!["--tls-cert", certificate, "--tls-key", key];
         all.extend_from_slice(args);
-        HttpServer::start(database, &all)
+        HttpServer::start_on(addr, database, &all)
     }
 
     /// Stops the server and returns everything it wrote to stderr.

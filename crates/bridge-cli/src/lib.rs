@@ -128,6 +128,7 @@ const OUR_CRATES: &[&str] = &[
     "bridge_core",
     "bridge_cli",
     "bridge_mcp",
+    "bridge_hub",
     "keepalive_daemon",
     "fs_watcher",
     "check_messages",
@@ -189,9 +190,15 @@ impl LogArgs {
 /// Whether an event may be logged whatever the filter says: `rmcp` logs
 /// every request and response at debug level with its arguments, tokens
 /// included, so nothing of it below info is ever written, even with `-vv` or
-/// `RUST_LOG=trace`.
+/// `RUST_LOG=trace`. Its client's transport worker logs each failed
+/// connection as an error; the daemons say once that the hub is out of
+/// reach, and once that it is back, so those are not written either.
 fn not_protocol_detail(metadata: &tracing::Metadata<'_>) -> bool {
-    !(metadata.target().starts_with("rmcp") && *metadata.level() > tracing::Level::INFO)
+    let target = metadata.target();
+    if target.starts_with("rmcp::transport::worker") {
+        return false;
+    }
+    !(target.starts_with("rmcp") && *metadata.level() > tracing::Level::INFO)
 }
 
 /// A future that resolves on SIGINT or SIGTERM and says which came.

@@ -489,6 +489,8 @@ impl RemoteHub {
         handshake: bool,
     ) -> HubError {
         let url = &self.options.url;
+        // What the reason says: from the HTTP client's own error, if any.
+        let mut described = error;
         let mut cause = Some(error);
         while let Some(current) = cause {
             if let Some(http) = current.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
@@ -509,6 +511,12 @@ impl RemoteHub {
                              path, e.g. https://hub.example.org:8765/mcp"
                         )));
                     }
+                    // The HTTP client's error is not its `source`.
+                    StreamableHttpError::Client(inner) => {
+                        described = inner;
+                        cause = Some(inner);
+                        continue;
+                    }
                     _ => {}
                 }
             }
@@ -520,20 +528,23 @@ impl RemoteHub {
             }
             cause = current.source();
         }
-        self.unavailable(chain(error))
+        self.unavailable(chain(described))
     }
 }
 
 /// Why a certificate was refused, if `error` is rustls refusing one
 /// (itself, or inside an I/O error).
 fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let tls = error.downcast_ref::<rustls::Error>().or_else(|| {
-        error
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    })?;
-    match tls {
+    // An I/O error's `source` skips the error it wraps: unwrap by hand, as
+    // deep as the HTTP client nests them.
+    let mut current = error;
+    while let Some(inner) = current
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        current = inner;
+    }
+    match current.downcast_ref::<rustls::Error>()? {
         rustls::Error::InvalidCertificate(reason) => Some(format!("{reason:?}")),
         _ => None,
     }

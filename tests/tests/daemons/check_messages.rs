@@ -4,16 +4,19 @@ use bridge_core::NewMessage;
 use bridge_tests::daemon::run;
 use bridge_tests::{TempDb, pair};
 
-#[tokio::test]
-async fn peek_by_default_mark_read_on_request() {
+use crate::{Hub, Mode, in_both_modes};
+
+in_both_modes! {
+async fn peek_by_default_mark_read_on_request(mode: Mode) {
     let db = TempDb::new();
     let store = db.open().await;
+    let hub = Hub::start(mode, &db);
     let conversation = pair(&store).await;
     let id = conversation.created.id.to_string();
     let token = conversation.b.token.reveal();
     let env = [("BRIDGE_TOKEN", token.as_str())];
 
-    let (code, out, _) = run("check-messages", &db.path, &[&id], &env);
+    let (code, out, _) = run("check-messages", &db.path, &[&id], &hub.env(&env));
     assert_eq!((code, out.as_str()), (Some(0), "No new messages\n"));
 
     let mut message = NewMessage::new("please review");
@@ -25,7 +28,7 @@ async fn peek_by_default_mark_read_on_request() {
         .unwrap();
 
     for _ in 0..2 {
-        let (code, out, _) = run("check-messages", &db.path, &[&id], &env);
+        let (code, out, _) = run("check-messages", &db.path, &[&id], &hub.env(&env));
         assert_eq!(code, Some(0));
         assert!(
             out.starts_with(&format!("#{} from a (info) at ", first.id)),
@@ -45,7 +48,7 @@ async fn peek_by_default_mark_read_on_request() {
         "check-messages",
         &db.path,
         &[&id, "--json", "--mark-read"],
-        &env,
+        &hub.env(&env),
     );
     assert_eq!(code, Some(0));
     let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -65,7 +68,7 @@ async fn peek_by_default_mark_read_on_request() {
             .delivered_id,
         second.id
     );
-    let (_, out, _) = run("check-messages", &db.path, &[&id], &env);
+    let (_, out, _) = run("check-messages", &db.path, &[&id], &hub.env(&env));
     assert_eq!(out, "No new messages\n");
     assert!(
         store.check(&conversation.b, 10).await.unwrap().is_empty(),
@@ -73,9 +76,10 @@ async fn peek_by_default_mark_read_on_request() {
     );
     store.close().await;
 }
+}
 
 #[tokio::test]
-async fn a_missing_database_or_wrong_token_is_refused() {
+async fn a_missing_database_is_refused_and_not_made() {
     let db = TempDb::new();
     let (code, _, stderr) = run(
         "check-messages",
@@ -89,23 +93,35 @@ async fn a_missing_database_or_wrong_token_is_refused() {
         "{stderr}"
     );
     assert!(!db.path.exists(), "check-messages never creates a database");
+}
 
+in_both_modes! {
+async fn the_other_sessions_token_is_refused(mode: Mode) {
+    let db = TempDb::new();
     let store = db.open().await;
+    let hub = Hub::start(mode, &db);
     let conversation = pair(&store).await;
+    let token_a = conversation.a.token.reveal();
     let (code, _, stderr) = run(
         "check-messages",
         &db.path,
         &[conversation.created.id.as_str()],
-        &[("BRIDGE_TOKEN", &conversation.a.token.reveal())],
+        &hub.env(&[("BRIDGE_TOKEN", &token_a)]),
     );
     assert_eq!(code, Some(77), "the token of session a is not session b's");
-    assert!(stderr.contains("invalid token for session b"), "{stderr}");
+    let said = match mode {
+        Mode::Db => "invalid token for session b",
+        Mode::Https => "not allowed: this request's key is the token of session a",
+    };
+    assert!(stderr.contains(said), "{stderr}");
+    assert!(!stderr.contains(&token_a));
     let (code, out, _) = run(
         "check-messages",
         &db.path,
         &[conversation.created.id.as_str(), "--session", "a"],
-        &[("BRIDGE_TOKEN", &conversation.a.token.reveal())],
+        &hub.env(&[("BRIDGE_TOKEN", &token_a)]),
     );
     assert_eq!((code, out.as_str()), (Some(0), "No new messages\n"));
     store.close().await;
+}
 }

@@ -8,6 +8,8 @@ use bridge_tests::mcp::{Agent, caller};
 use bridge_tests::{TempDb, pair};
 use serde_json::{Value, json};
 
+use crate::{Hub, Mode, in_both_modes};
+
 const SECOND: Duration = Duration::from_secs(1);
 
 /// The next line as JSON.
@@ -18,17 +20,18 @@ fn next(daemon: &Daemon) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_from_two_processes_arrives_once_each_in_order_and_stays_unread() {
+in_both_modes! {
+async fn a_burst_from_two_processes_arrives_once_each_in_order_and_stays_unread(mode: Mode) {
     let db = TempDb::new();
     let store = db.open().await;
+    let hub = Hub::start(mode, &db);
     let conversation = pair(&store).await;
     let id = conversation.created.id.to_string();
     let mut watcher = Daemon::start(
         "fs-watcher",
         &db.path,
         &[&id],
-        &[("BRIDGE_TOKEN", &conversation.b.token.reveal())],
+        &hub.env(&[("BRIDGE_TOKEN", &conversation.b.token.reveal())]),
     );
     assert!(
         watcher.wait_for_stderr("watching", 10 * SECOND),
@@ -90,11 +93,13 @@ async fn a_burst_from_two_processes_arrives_once_each_in_order_and_stays_unread(
     assert_eq!(status.code(), Some(0));
     store.close().await;
 }
+}
 
-#[tokio::test]
-async fn exec_gets_the_message_on_stdin_and_its_details_in_the_environment() {
+in_both_modes! {
+async fn exec_gets_the_message_on_stdin_and_its_details_in_the_environment(mode: Mode) {
     let db = TempDb::new();
     let store = db.open().await;
+    let hub = Hub::start(mode, &db);
     let conversation = pair(&store).await;
     let id = conversation.created.id.to_string();
     let out = db.dir.path().join("out");
@@ -107,7 +112,7 @@ async fn exec_gets_the_message_on_stdin_and_its_details_in_the_environment() {
         "fs-watcher",
         &db.path,
         &[&id, "--exec", &command, "--format", "text"],
-        &[("BRIDGE_TOKEN", &conversation.b.token.reveal())],
+        &hub.env(&[("BRIDGE_TOKEN", &conversation.b.token.reveal())]),
     );
     assert!(
         watcher.wait_for_stderr("watching", 10 * SECOND),
@@ -161,11 +166,13 @@ async fn exec_gets_the_message_on_stdin_and_its_details_in_the_environment() {
     assert_eq!(status.code(), Some(0));
     store.close().await;
 }
+}
 
-#[tokio::test]
-async fn it_starts_at_the_unread_or_now_or_where_its_state_file_says() {
+in_both_modes! {
+async fn it_starts_at_the_unread_or_now_or_where_its_state_file_says(mode: Mode) {
     let db = TempDb::new();
     let store = db.open().await;
+    let hub = Hub::start(mode, &db);
     let conversation = pair(&store).await;
     let id = conversation.created.id.to_string();
     let token = conversation.b.token.reveal();
@@ -189,7 +196,7 @@ async fn it_starts_at_the_unread_or_now_or_where_its_state_file_says() {
         "fs-watcher",
         &db.path,
         &[&id, "--state-file", state_arg],
-        &[("BRIDGE_TOKEN", &token)],
+        &hub.env(&[("BRIDGE_TOKEN", &token)]),
     );
     assert_eq!(
         next(&watcher)["id"],
@@ -210,7 +217,7 @@ async fn it_starts_at_the_unread_or_now_or_where_its_state_file_says() {
         "fs-watcher",
         &db.path,
         &[&id, "--state-file", state_arg],
-        &[("BRIDGE_TOKEN", &token)],
+        &hub.env(&[("BRIDGE_TOKEN", &token)]),
     );
     assert_eq!(
         next(&watcher)["id"],
@@ -223,7 +230,7 @@ async fn it_starts_at_the_unread_or_now_or_where_its_state_file_says() {
         "fs-watcher",
         &db.path,
         &[&id, "--from-now"],
-        &[("BRIDGE_TOKEN", &token)],
+        &hub.env(&[("BRIDGE_TOKEN", &token)]),
     );
     assert!(watcher.wait_for_stderr("watching", 10 * SECOND));
     assert!(
@@ -242,7 +249,7 @@ async fn it_starts_at_the_unread_or_now_or_where_its_state_file_says() {
         "fs-watcher",
         &db.path,
         &[&id, "--state-file", state_arg],
-        &[("BRIDGE_TOKEN", &token)],
+        &hub.env(&[("BRIDGE_TOKEN", &token)]),
     );
     let status = watcher.wait(10 * SECOND).expect("a bad state file ends it");
     assert_eq!(status.code(), Some(1));
@@ -255,13 +262,15 @@ async fn it_starts_at_the_unread_or_now_or_where_its_state_file_says() {
     );
     store.close().await;
 }
+}
 
+in_both_modes! {
 /// A signal while a command runs stops the watcher at once (the command is
 /// killed), and the message comes again at the next start, marked.
-#[tokio::test]
-async fn a_signal_during_a_command_stops_it_and_the_message_comes_again() {
+async fn a_signal_during_a_command_stops_it_and_the_message_comes_again(mode: Mode) {
     let db = TempDb::new();
     let store = db.open().await;
+    let hub = Hub::start(mode, &db);
     let conversation = pair(&store).await;
     let id = conversation.created.id.to_string();
     let sent = store
@@ -274,7 +283,7 @@ async fn a_signal_during_a_command_stops_it_and_the_message_comes_again() {
         "fs-watcher",
         &db.path,
         &[&id, "--exec", "sleep 60", "--state-file", state_arg],
-        &[("BRIDGE_TOKEN", &conversation.b.token.reveal())],
+        &hub.env(&[("BRIDGE_TOKEN", &conversation.b.token.reveal())]),
     );
     let line = next(&watcher);
     assert_eq!(line["id"], sent.id);
@@ -292,7 +301,7 @@ async fn a_signal_during_a_command_stops_it_and_the_message_comes_again() {
         "fs-watcher",
         &db.path,
         &[&id, "--state-file", state_arg],
-        &[("BRIDGE_TOKEN", &conversation.b.token.reveal())],
+        &hub.env(&[("BRIDGE_TOKEN", &conversation.b.token.reveal())]),
     );
     let line = next(&watcher);
     assert_eq!(
@@ -307,15 +316,17 @@ async fn a_signal_during_a_command_stops_it_and_the_message_comes_again() {
     );
     store.close().await;
 }
+}
 
+in_both_modes! {
 /// With `--exec` and `--state-file`, a message is recorded as being
 /// reported before its command runs, and as reported once it ran: a watcher
 /// killed during a command (by systemd's watchdog, or `kill -9`) runs it
 /// again at its next start, with `BRIDGE_REDELIVERED=1`, and then goes on.
-#[tokio::test]
-async fn a_command_cut_short_by_a_crash_runs_again_marked() {
+async fn a_command_cut_short_by_a_crash_runs_again_marked(mode: Mode) {
     let db = TempDb::new();
     let store = db.open().await;
+    let hub = Hub::start(mode, &db);
     let conversation = pair(&store).await;
     let id = conversation.created.id.to_string();
     let token = conversation.b.token.reveal();
@@ -340,7 +351,7 @@ async fn a_command_cut_short_by_a_crash_runs_again_marked() {
         "fs-watcher",
         &db.path,
         &[&id, "--exec", &command, "--state-file", state_arg],
-        &[("BRIDGE_TOKEN", &token)],
+        &hub.env(&[("BRIDGE_TOKEN", &token)]),
     );
     assert_eq!(next(&watcher)["id"], first.id);
     let deadline = std::time::Instant::now() + 10 * SECOND;
@@ -369,7 +380,7 @@ async fn a_command_cut_short_by_a_crash_runs_again_marked() {
         "fs-watcher",
         &db.path,
         &[&id, "--exec", &command, "--state-file", state_arg],
-        &[("BRIDGE_TOKEN", &token)],
+        &hub.env(&[("BRIDGE_TOKEN", &token)]),
     );
     let again = next(&watcher);
     assert_eq!(
@@ -403,4 +414,5 @@ async fn a_command_cut_short_by_a_crash_runs_again_marked() {
         second.id.to_string()
     );
     store.close().await;
+}
 }

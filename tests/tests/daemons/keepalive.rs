@@ -7,14 +7,15 @@ use bridge_core::{NewConversation, Store, StoreOptions, Token};
 use bridge_tests::daemon::{Daemon, run};
 use bridge_tests::{TempDb, pair, pair_of};
 
-use crate::token_file;
+use crate::{Hub, Mode, in_both_modes, token_file};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-#[tokio::test]
-async fn heartbeats_appear_and_keep_their_rhythm() {
+in_both_modes! {
+async fn heartbeats_appear_and_keep_their_rhythm(mode: Mode) {
     let db = TempDb::new();
     let store = db.open().await;
+    let hub = Hub::start(mode, &db);
     let conversation = pair(&store).await;
     let tokens = token_file(db.dir.path(), &conversation.b.token);
     let id = conversation.created.id.to_string();
@@ -28,7 +29,7 @@ async fn heartbeats_appear_and_keep_their_rhythm() {
             "--interval",
             "200ms",
         ],
-        &[],
+        &hub.env(&[]),
     );
     assert!(
         daemon.wait_for_stderr("beating", 10 * SECOND),
@@ -66,6 +67,7 @@ async fn heartbeats_appear_and_keep_their_rhythm() {
     let (status, _) = daemon.signal("TERM", 5 * SECOND).expect("exits on SIGTERM");
     assert_eq!(status.code(), Some(0));
     store.close().await;
+}
 }
 
 #[tokio::test]
@@ -121,10 +123,11 @@ async fn it_waits_for_a_database_created_after_it_started() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn sigterm_and_sigint_stop_it_promptly_with_status_0() {
+in_both_modes! {
+async fn sigterm_and_sigint_stop_it_promptly_with_status_0(mode: Mode) {
     let db = TempDb::new();
     let store = db.open().await;
+    let hub = Hub::start(mode, &db);
     let conversation = pair(&store).await;
     let id = conversation.created.id.to_string();
     let token = conversation.b.token.reveal();
@@ -133,7 +136,7 @@ async fn sigterm_and_sigint_stop_it_promptly_with_status_0() {
             "keepalive-daemon",
             &db.path,
             &[&id],
-            &[("BRIDGE_TOKEN", &token)],
+            &hub.env(&[("BRIDGE_TOKEN", &token)]),
         );
         assert!(
             daemon.wait_for_stderr("beating", 10 * SECOND),
@@ -146,11 +149,13 @@ async fn sigterm_and_sigint_stop_it_promptly_with_status_0() {
     }
     store.close().await;
 }
+}
 
-#[tokio::test]
-async fn a_wrong_or_expired_token_exits_with_the_authentication_code() {
+in_both_modes! {
+async fn a_wrong_or_expired_token_exits_with_the_authentication_code(mode: Mode) {
     let db = TempDb::new();
     let store = db.open().await;
+    let hub = Hub::start(mode, &db);
     let conversation = pair(&store).await;
     let id = conversation.created.id.to_string();
     let wrong = Token::generate().unwrap().reveal();
@@ -158,18 +163,24 @@ async fn a_wrong_or_expired_token_exits_with_the_authentication_code() {
         "keepalive-daemon",
         &db.path,
         &[&id],
-        &[("BRIDGE_TOKEN", &wrong)],
+        &hub.env(&[("BRIDGE_TOKEN", &wrong)]),
     );
     assert_eq!(code, Some(77));
-    assert!(
-        stderr.contains(&format!(
-            "keepalive-daemon: invalid token for session b of conversation {id}"
-        )),
-        "{stderr}"
-    );
+    let said = match mode {
+        Mode::Db => format!("keepalive-daemon: invalid token for session b of conversation {id}"),
+        Mode::Https => "refused the token (HTTP 401): it is wrong, rotated, or its conversation \
+                        expired or was removed"
+            .to_owned(),
+    };
+    assert!(stderr.contains(&said), "{stderr}");
     assert!(!stderr.contains(&wrong));
 
-    let (code, _, stderr) = run("keepalive-daemon", &db.path, &[&id, "not-a-token"], &[]);
+    let (code, _, stderr) = run(
+        "keepalive-daemon",
+        &db.path,
+        &[&id, "not-a-token"],
+        &hub.env(&[]),
+    );
     assert_eq!(code, Some(77));
     assert!(
         stderr.contains("a token is 64 hexadecimal characters"),
@@ -180,7 +191,7 @@ async fn a_wrong_or_expired_token_exits_with_the_authentication_code() {
         "a warning for a token in argv: {stderr}"
     );
 
-    let (code, _, stderr) = run("keepalive-daemon", &db.path, &[&id], &[]);
+    let (code, _, stderr) = run("keepalive-daemon", &db.path, &[&id], &hub.env(&[]));
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("no token: give it with --token-file PATH, in BRIDGE_TOKEN"),
@@ -195,22 +206,56 @@ async fn a_wrong_or_expired_token_exits_with_the_authentication_code() {
         "keepalive-daemon",
         &db.path,
         &[expiring.created.id.as_str()],
-        &[("BRIDGE_TOKEN", &expiring.b.token.reveal())],
+        &hub.env(&[("BRIDGE_TOKEN", &expiring.b.token.reveal())]),
     );
     assert_eq!(code, Some(77));
-    assert!(stderr.contains("expired conversation"), "{stderr}");
+    assert!(stderr.contains("expired"), "{stderr}");
     store.close().await;
 }
+}
 
+in_both_modes! {
+/// A token rotated (or a conversation removed) while the daemon runs ends
+/// it at its next heartbeat, with the authentication code.
+async fn a_token_rotated_while_it_runs_ends_it_with_77(mode: Mode) {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let hub = Hub::start(mode, &db);
+    let conversation = pair(&store).await;
+    let id = conversation.created.id.to_string();
+    let token = conversation.b.token.reveal();
+    let mut daemon = Daemon::start(
+        "keepalive-daemon",
+        &db.path,
+        &[&id, "--interval", "200ms"],
+        &hub.env(&[("BRIDGE_TOKEN", &token)]),
+    );
+    assert!(
+        daemon.wait_for_stderr("beating", 10 * SECOND),
+        "{}",
+        daemon.stderr()
+    );
+    store
+        .rotate_tokens(&conversation.created.id, &[bridge_core::SessionId::B])
+        .await
+        .unwrap();
+    let status = daemon.wait(10 * SECOND).expect("it stops by itself");
+    assert_eq!(status.code(), Some(77), "{}", daemon.stderr());
+    assert!(!daemon.stderr().contains(&token));
+    store.close().await;
+}
+}
+
+in_both_modes! {
 /// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 once running, then
 /// WATCHDOG=1 pings, from both daemons. A datagram socket stands in for
 /// systemd's. The token is given the original way, after the id.
-#[tokio::test]
-async fn it_tells_systemd_it_is_ready_and_pings_the_watchdog() {
+async fn it_tells_systemd_it_is_ready_and_pings_the_watchdog(mode: Mode) {
     use std::os::unix::net::UnixDatagram;
 
     let db = TempDb::new();
     let store = db.open().await;
+    let hub = Hub::start(mode, &db);
     let conversation = pair(&store).await;
     let id = conversation.created.id.to_string();
     let token = conversation.b.token.reveal();
@@ -222,11 +267,11 @@ async fn it_tells_systemd_it_is_ready_and_pings_the_watchdog() {
             daemon_name,
             &db.path,
             &[&id, &token],
-            &[
+            &hub.env(&[
                 ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
                 // 400 ms: pings every 200 ms.
                 ("WATCHDOG_USEC", "400000"),
-            ],
+            ]),
         );
         let mut received = Vec::new();
         let mut buffer = [0u8; 256];
@@ -258,4 +303,5 @@ async fn it_tells_systemd_it_is_ready_and_pings_the_watchdog() {
         );
     }
     store.close().await;
+}
 }
