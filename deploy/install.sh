@@ -6,10 +6,14 @@
 # changes nothing, and an env file that exists is never touched.
 set -euo pipefail
 
-readonly BINARIES=(bridge-mcp bridgectl keepalive-daemon fs-watcher check-messages watchdog-monitor reassign-tasks)
+ALL_BINARIES=(bridge-mcp bridgectl keepalive-daemon fs-watcher check-messages watchdog-monitor reassign-tasks)
+# A worker machine (--worker) runs only its daemons, speaking to the hub.
+WORKER_BINARIES=(keepalive-daemon fs-watcher check-messages)
+WORKER_UNITS=(bridge-keepalive-remote@.service bridge-fs-watcher-remote@.service)
+WORKER_ENV_FILES=(remote.env)
 # Env files created (from their examples) only if they do not exist; every
 # file of deploy/env is also installed as <name>.example.
-readonly CREATED_ENV_FILES=(watchdog.env mcp-http.env)
+CREATED_ENV_FILES=(watchdog.env mcp-http.env)
 readonly SERVICE_USER=mcp-bridge
 readonly STATE_DIR=/var/lib/mcp-bridge
 readonly SYSTEM_CONFIG_DIR=/etc/mcp-bridge
@@ -23,7 +27,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 usage() {
     cat <<EOF
-Usage: deploy/install.sh [--prefix DIR] [--bin-dir DIR] [--dry-run] [--uninstall]
+Usage: deploy/install.sh [--worker] [--prefix DIR] [--bin-dir DIR] [--dry-run] [--uninstall]
 
 Installs the mcp-bridge binaries into DIR/bin, its systemd units into
 DIR/lib/systemd/system, and example env files into the configuration
@@ -35,7 +39,13 @@ system user $SERVICE_USER and $STATE_DIR (the database's directory), and
 runs systemctl daemon-reload if systemd is running. Any other prefix is a
 staged install: no user, nothing outside DIR.
 
+With --worker, only what a worker machine needs: ${WORKER_BINARIES[*]},
+the units ${WORKER_UNITS[*]}
+(which reach the hub over HTTPS, each run as a user of its own), and
+remote.env; no system user, no database directory.
+
 Options:
+  --worker       install only what a worker machine needs (see above)
   --prefix DIR   where to install [default: /usr/local]
   --bin-dir DIR  take the binaries from DIR (e.g. target/release) instead of
                  running cargo build --release --workspace --bins
@@ -44,7 +54,7 @@ Options:
                  env files, the tokens and the database
   -h, --help     print this help
 
-Binaries: ${BINARIES[*]}
+Binaries: ${ALL_BINARIES[*]}
 EOF
 }
 
@@ -63,6 +73,7 @@ prefix=/usr/local
 bin_dir=
 dry_run=false
 uninstall=false
+worker=false
 while (($#)); do
     case $1 in
         --prefix | --bin-dir)
@@ -74,6 +85,7 @@ while (($#)); do
         --bin-dir=*) bin_dir=${1#*=} && shift ;;
         --dry-run) dry_run=true && shift ;;
         --uninstall) uninstall=true && shift ;;
+        --worker) worker=true && shift ;;
         -h | --help) usage && exit 0 ;;
         *) usage_error "unknown option: $1" ;;
     esac
@@ -102,10 +114,24 @@ systemd_running=false
 config_group=
 $system && config_group=$SERVICE_USER
 
-units=()
-for unit in "$root"/systemd/*.service; do units+=("${unit##*/}"); done
-env_files=()
-for env in "$root"/deploy/env/*.env; do env_files+=("${env##*/}"); done
+if $worker; then
+    BINARIES=("${WORKER_BINARIES[@]}")
+    units=("${WORKER_UNITS[@]}")
+    env_files=("${WORKER_ENV_FILES[@]}")
+    CREATED_ENV_FILES=("${WORKER_ENV_FILES[@]}")
+    # No service user: the units run as dynamic users, which read the CA
+    # file of remote.env (tokens come as credentials, read by systemd).
+    config_group=
+    config_mode=0755
+else
+    config_mode=0750
+    BINARIES=("${ALL_BINARIES[@]}")
+    units=()
+    for unit in "$root"/systemd/*.service; do units+=("${unit##*/}"); done
+    env_files=()
+    for env in "$root"/deploy/env/*.env; do env_files+=("${env##*/}"); done
+fi
+readonly BINARIES CREATED_ENV_FILES
 
 changed=0
 unchanged=0
@@ -183,7 +209,12 @@ remove() {
 }
 
 uninstall() {
-    if $system && $is_root && $systemd_running; then
+    if $system && $is_root && $systemd_running && $worker; then
+        act systemctl stop 'bridge-keepalive-remote@*.service' 'bridge-fs-watcher-remote@*.service' ||
+            say "warning: systemctl could not stop the bridge-keepalive-remote@ and bridge-fs-watcher-remote@ instances"
+        act systemctl disable "${WORKER_UNITS[@]}" ||
+            say "warning: systemctl could not disable the bridge-keepalive-remote@ and bridge-fs-watcher-remote@ instances"
+    elif $system && $is_root && $systemd_running; then
         # Stopped before their binaries go; a failure here is reported, not fatal.
         act systemctl disable --now bridge-mcp-http.service bridge-watchdog.service ||
             say "warning: systemctl could not stop or disable bridge-mcp-http and bridge-watchdog"
@@ -200,7 +231,7 @@ uninstall() {
         act systemctl daemon-reload
     fi
     say "kept: $config_dir (env files and tokens)"
-    if $system; then
+    if $system && ! $worker; then
         say "kept: $STATE_DIR (the database and its key) and the user $SERVICE_USER"
         say "remove them by hand if you want: rm -r $config_dir $STATE_DIR; userdel $SERVICE_USER"
     fi
@@ -225,7 +256,7 @@ install_all() {
         source_bin=${CARGO_TARGET_DIR:-$root/target}/release
     fi
 
-    if $system; then
+    if $system && ! $worker; then
         if ! getent passwd "$SERVICE_USER" >/dev/null; then
             local nologin
             nologin=$(command -v nologin || echo /usr/sbin/nologin)
@@ -234,7 +265,7 @@ install_all() {
         fi
         [[ -d $STATE_DIR ]] ||
             act install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m 0700 "$STATE_DIR"
-    else
+    elif ! $system; then
         say "skipped: the user $SERVICE_USER, $STATE_DIR and systemctl daemon-reload (for a system install only: --prefix /usr or /usr/local)"
     fi
 
@@ -251,7 +282,7 @@ install_all() {
         install_file 0644 "$stage/$unit" "$dest_units/$unit" "" "systemd/$unit"
     done
 
-    ensure_dir --fix-mode "$config_dir" 0750 "$config_group"
+    ensure_dir --fix-mode "$config_dir" "$config_mode" "$config_group"
     local env
     for env in "${env_files[@]}"; do
         rewritten "$root/deploy/env/$env" >"$stage/$env"

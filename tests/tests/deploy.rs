@@ -30,7 +30,18 @@ const UNITS: [(&str, &str); 4] = [
     ("bridge-mcp-http.service", "bridge-mcp"),
 ];
 
-const ENV_FILES: [&str; 3] = ["example-conversation.env", "watchdog.env", "mcp-http.env"];
+/// The worker machine's units (`--worker`), and the binary each runs.
+const WORKER_UNITS: [(&str, &str); 2] = [
+    ("bridge-keepalive-remote@.service", "keepalive-daemon"),
+    ("bridge-fs-watcher-remote@.service", "fs-watcher"),
+];
+
+const ENV_FILES: [&str; 4] = [
+    "example-conversation.env",
+    "watchdog.env",
+    "mcp-http.env",
+    "remote.env",
+];
 
 /// Env files created when missing, beside their examples.
 const CREATED_ENV_FILES: [&str; 2] = ["watchdog.env", "mcp-http.env"];
@@ -200,6 +211,79 @@ fn it_installs_the_binaries_units_and_env_files_into_the_prefix() {
 }
 
 #[test]
+fn a_worker_install_has_only_the_daemons_their_remote_units_and_remote_env() {
+    let prefix = tempfile::tempdir().unwrap();
+    let root = prefix.path();
+    let run = install_sh(&[
+        "--worker",
+        "--prefix",
+        root.to_str().unwrap(),
+        "--bin-dir",
+        bin_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let mut files: Vec<String> = listing(root)
+        .into_iter()
+        .filter(|(_, entry)| entry.mode & 0o170_000 == 0o100_000)
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        vec![
+            "bin/check-messages",
+            "bin/fs-watcher",
+            "bin/keepalive-daemon",
+            "etc/mcp-bridge/remote.env",
+            "etc/mcp-bridge/remote.env.example",
+            "lib/systemd/system/bridge-fs-watcher-remote@.service",
+            "lib/systemd/system/bridge-keepalive-remote@.service",
+        ]
+    );
+    let config = root.join("etc/mcp-bridge");
+    // The units' dynamic users read the CA file named in remote.env.
+    assert_eq!(mode(&config), 0o755);
+    assert_eq!(mode(&config.join("remote.env")), 0o600);
+    for (unit, binary) in WORKER_UNITS {
+        let text = std::fs::read_to_string(root.join("lib/systemd/system").join(unit)).unwrap();
+        assert!(
+            text.contains(&format!("\nExecStart={}/bin/{binary}", root.display())),
+            "{unit}:\n{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "\nLoadCredential=token:{}/%i.b.token\n",
+                config.display()
+            )),
+            "the token comes as a credential: {unit}"
+        );
+        assert!(text.contains(&format!(
+            "\nEnvironmentFile={}/remote.env\n",
+            config.display()
+        )));
+        assert!(text.contains("\nDynamicUser=yes\n"), "{unit}");
+        assert!(text.contains("\nRestartPreventExitStatus=2 77 78\n"));
+        assert!(
+            !text.contains("BRIDGE_DB"),
+            "no database on a worker: {unit}"
+        );
+        assert_names_only_the_prefix(root, &text, unit);
+    }
+    let uninstall = install_sh(&[
+        "--worker",
+        "--uninstall",
+        "--prefix",
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(uninstall.code, Some(0), "{}", uninstall.stderr);
+    assert!(!root.join("bin/fs-watcher").exists());
+    assert!(
+        config.join("remote.env").exists(),
+        "the configuration is kept"
+    );
+}
+
+#[test]
 fn a_staged_install_creates_no_user_and_says_what_it_skipped() {
     let prefix = tempfile::tempdir().unwrap();
     let run = install_sh(&[
@@ -275,7 +359,7 @@ fn a_dry_run_prints_every_action_and_changes_nothing() {
             run.stdout
         );
     }
-    for (unit, _) in UNITS {
+    for (unit, _) in UNITS.iter().chain(&WORKER_UNITS) {
         let action = format!("+ install -m 0644 systemd/{unit} {root}/lib/systemd/system/{unit}");
         assert!(
             actions.contains(&action.as_str()),
@@ -301,7 +385,14 @@ fn a_dry_run_prints_every_action_and_changes_nothing() {
         );
     }
     assert!(actions.contains(&format!("+ install -d -m 0750 {root}/etc/mcp-bridge").as_str()));
-    assert_eq!(actions.len(), 3 + BINARIES.len() + UNITS.len() + 5);
+    assert_eq!(
+        actions.len(),
+        3 + BINARIES.len()
+            + UNITS.len()
+            + WORKER_UNITS.len()
+            + ENV_FILES.len()
+            + CREATED_ENV_FILES.len()
+    );
     assert!(
         run.stdout
             .starts_with("dry run: printing the actions, changing nothing\n")
