@@ -23,7 +23,19 @@ impl Daemon {
     /// on the hub of `BRIDGE_URL`, if `env` has it), with `env` added (and
     /// no inherited `BRIDGE_*`/`RUST_LOG`).
     pub fn start(name: &str, database: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut command = command(name, database, env);
+        Daemon::start_under(&[], name, database, args, env)
+    }
+
+    /// Starts the daemon as [`Daemon::start`] does, under `wrapper` (e.g.
+    /// `ip netns exec NAME`, which runs it in a network namespace).
+    pub fn start_under(
+        wrapper: &[&str],
+        name: &str,
+        database: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let mut command = command(wrapper, name, database, env);
         command
             .args(args)
             .stdin(Stdio::null())
@@ -134,7 +146,7 @@ pub fn run(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (Option<i32>, String, String) {
-    let output = command(name, database, env)
+    let output = command(&[], name, database, env)
         .args(args)
         .output()
         .expect("run the binary");
@@ -148,8 +160,15 @@ pub fn run(
 /// The workspace binary `name` on `database`, or on the hub of
 /// `BRIDGE_URL` if `env` has it (then without `BRIDGE_DB`, which would
 /// conflict), with `env`, and nothing inherited of `BRIDGE_*`/`RUST_LOG`.
-fn command(name: &str, database: &Path, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(bin::path(name));
+fn command(wrapper: &[&str], name: &str, database: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = Command::new(program);
+            command.args(wrapper_args).arg(bin::path(name));
+            command
+        }
+        None => Command::new(bin::path(name)),
+    };
     for (key, _) in std::env::vars() {
         if key.starts_with("BRIDGE_") {
             command.env_remove(key);

@@ -8,6 +8,7 @@ pub mod bin;
 pub mod daemon;
 pub mod http;
 pub mod mcp;
+pub mod netns;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

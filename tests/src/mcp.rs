@@ -308,7 +308,21 @@ impl HttpServer {
 
     /// Starts the server as [`HttpServer::start`] does, on `addr`.
     pub fn start_on(addr: &str, database: &Path, args: &[&str]) -> HttpServer {
-        let mut child = Command::new(bin::path("bridge-mcp"))
+        HttpServer::start_under(&[], addr, database, args)
+    }
+
+    /// Starts the server as [`HttpServer::start_on`] does, under `wrapper`
+    /// (e.g. `ip netns exec NAME`, which runs it in a network namespace).
+    pub fn start_under(wrapper: &[&str], addr: &str, database: &Path, args: &[&str]) -> HttpServer {
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(bin::path("bridge-mcp"));
+                command
+            }
+            None => Command::new(bin::path("bridge-mcp")),
+        };
+        let mut child = command
             .args(["--http", addr])
             .args(args)
             .env("BRIDGE_DB", database)

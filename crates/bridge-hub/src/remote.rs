@@ -37,7 +37,7 @@ use crate::{HubError, Incoming, Start, back_off};
 const CONNECT_TIME: Duration = Duration::from_secs(10);
 
 /// How long a call may take beyond what it asks the hub to wait.
-const CALL_TIME: Duration = Duration::from_secs(20);
+const CALL_TIME: Duration = Duration::from_secs(10);
 
 /// The first pause before the hub is tried again, and the longest.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
