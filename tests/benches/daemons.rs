@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use bridge_core::{NewConversation, NewMessage, SessionId, Store, StoreOptions};
-use bridge_testkit::process::memory;
+use bridge_testkit::process::{cpu_time, memory};
 use bridge_testkit::report::{machine, report_latency, report_memory};
 use bridge_tests::bin;
 use bridge_tests::daemon::Daemon;
@@ -153,22 +153,4 @@ fn check_messages_peak(path: &std::path::Path, id: &str, token: &str) {
         ),
         None => println!("check-messages peak memory: n/a (no /usr/bin/time)"),
     }
-}
-
-/// User plus system CPU time of `pid`, from `/proc/<pid>/stat` (in clock
-/// ticks of 10 ms).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command: state is field 3; utime and stime are fields 14 and 15.
-    let ticks = |index: usize| {
-        fields
-            .get(index - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(14) + ticks(15)) * 10)
 }

@@ -1,4 +1,5 @@
-//! Processes a test or benchmark started: alive or not, killed, memory.
+//! Processes a test or benchmark started: alive or not, killed, memory,
+//! CPU time.
 
 /// Whether `pid` is alive (a zombie, waiting to be reaped, is not).
 pub fn running(pid: u32) -> bool {
@@ -42,6 +43,24 @@ pub fn memory(pid: u32) -> Option<Memory> {
         rss: field("VmRSS:")?,
         hwm: field("VmHWM:")?,
     })
+}
+
+/// User plus system CPU time of `pid`, from `/proc/<pid>/stat` (in clock
+/// ticks of 10 ms).
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command: state is field 3; utime and stime are fields 14 and 15.
+    let ticks = |index: usize| {
+        fields
+            .get(index - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    std::time::Duration::from_millis((ticks(14) + ticks(15)) * 10)
 }
 
 #[cfg(test)]
