@@ -104,7 +104,10 @@ async fn watcher_wake_up(store: &Store, url: &str, ca_file: &str) {
     println!("fs-watcher --url, a send from another process (target: p50 <= 5 ms)");
     report_latency("commit to line", &after_commit);
     if let Some(used) = memory(watcher.pid()) {
-        report_memory(&format!("fs-watcher --url, after {MESSAGES} messages"), used);
+        report_memory(
+            &format!("fs-watcher --url, after {MESSAGES} messages"),
+            used,
+        );
     }
     watcher
         .signal("TERM", 5 * SECOND)
@@ -141,7 +144,10 @@ async fn hundred_agents(store: &Store, server: &HttpServer, ca: &TestCa) {
             for n in 0..EACH_WAY {
                 let sent = Instant::now();
                 agent
-                    .ok("send_to_partner", json!({"message": format!("message {n}")}))
+                    .ok(
+                        "send_to_partner",
+                        json!({"message": format!("message {n}")}),
+                    )
                     .await;
                 round_trips.push(sent.elapsed());
             }
@@ -156,9 +162,7 @@ async fn hundred_agents(store: &Store, server: &HttpServer, ca: &TestCa) {
     let reads = agents.iter().map(|agent| {
         let agent = Arc::clone(agent);
         tokio::spawn(async move {
-            let read = agent
-                .ok("check_messages", json!({"limit": 100}))
-                .await;
+            let read = agent.ok("check_messages", json!({"limit": 100})).await;
             read["messages"].as_array().map_or(0, Vec::len)
         })
     });
@@ -172,7 +176,11 @@ async fn hundred_agents(store: &Store, server: &HttpServer, ca: &TestCa) {
     println!(
         "100 agents on one HTTPS hub, {EACH_WAY} messages each way (targets: p99 <= 50 ms, hub RSS <= 100 MB)"
     );
-    report_rate("send_to_partner, all agents at once", round_trips.len(), sending);
+    report_rate(
+        "send_to_partner, all agents at once",
+        round_trips.len(),
+        sending,
+    );
     report_latency("send_to_partner round trip", &round_trips);
     if let Some(used) = before {
         report_memory("hub, before the agents", used);

@@ -59,6 +59,19 @@ pub struct HubArgs {
     pub limit: RateLimitArgs,
 }
 
+impl HubArgs {
+    /// The store's options for a daemon: one reader is enough.
+    fn store_options(&self) -> Result<bridge_core::StoreOptions, Misconfigured> {
+        let mut options = self
+            .store
+            .options()
+            .map_err(|error| Misconfigured(format!("{error:#}")))?;
+        self.limit.apply(&mut options);
+        options.readers = 1;
+        Ok(options)
+    }
+}
+
 /// A message for the session, as the daemons report it (the same fields
 /// from the store and from the MCP server).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -181,12 +194,7 @@ impl Hub {
                     .map(Hub::Remote))
             }
             None => {
-                let mut options = args
-                    .store
-                    .options()
-                    .map_err(|error| Misconfigured(format!("{error:#}")))?;
-                args.limit.apply(&mut options);
-                options.readers = 1;
+                let options = args.store_options()?;
                 Ok(LocalHub::open(options, credentials, stop)
                     .await?
                     .map(Hub::Local))
@@ -205,12 +213,7 @@ impl Hub {
                 ))
             }
             None => {
-                let mut options = args
-                    .store
-                    .options()
-                    .map_err(|error| Misconfigured(format!("{error:#}")))?;
-                args.limit.apply(&mut options);
-                options.readers = 1;
+                let options = args.store_options()?;
                 Ok(Hub::Local(LocalHub::open_once(options, credentials).await?))
             }
         }

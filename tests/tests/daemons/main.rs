@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use bridge_core::Token;
 use bridge_tests::TempDb;
 use bridge_tests::mcp::HttpServer;
-use bridge_tests::tls::TestCa;
+use bridge_tests::tls::{ServerFiles, TestCa};
 
 /// Writes `token` to a file of mode 0600 in `dir`; returns its path.
 fn token_file(dir: &Path, token: &Token) -> PathBuf {
@@ -64,14 +64,21 @@ impl Hub {
 /// `bridge-mcp --http --require-auth` with TLS on `db`, and the path of
 /// the PEM file of the CA that signed its certificate.
 fn serve(db: &TempDb) -> (HttpServer, String) {
+    let (files, ca_file) = tls(db);
+    let server = HttpServer::start_tls(&db.path, &files, &["--require-auth"]);
+    (server, ca_file)
+}
+
+/// A CA, its PEM file, and a server certificate for 127.0.0.1, in `db`'s
+/// directory.
+fn tls(db: &TempDb) -> (ServerFiles, String) {
     let ca = TestCa::new();
     let dir = db.dir.path().join("tls");
     std::fs::create_dir_all(&dir).unwrap();
     let files = ca.server_files(&["127.0.0.1"], &dir);
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
-    let server = HttpServer::start_tls(&db.path, &files, &["--require-auth"]);
-    (server, ca_file.to_str().unwrap().to_owned())
+    (files, ca_file.to_str().unwrap().to_owned())
 }
 
 /// Declares a scenario `async fn NAME(mode: Mode)` and two tests that run

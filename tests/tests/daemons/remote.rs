@@ -9,6 +9,8 @@ use bridge_tests::daemon::{Daemon, run};
 use bridge_tests::mcp::HttpServer;
 use bridge_tests::tls::TestCa;
 use bridge_tests::{TempDb, pair};
+
+use crate::tls;
 use serde_json::Value;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -17,18 +19,6 @@ const SECOND: Duration = Duration::from_secs(1);
 fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
-}
-
-/// A CA, its PEM file, and a server certificate for 127.0.0.1, in `db`'s
-/// directory.
-fn tls(db: &TempDb) -> (bridge_tests::tls::ServerFiles, String) {
-    let ca = TestCa::new();
-    let dir = db.dir.path().join("tls");
-    std::fs::create_dir_all(&dir).unwrap();
-    let files = ca.server_files(&["127.0.0.1"], &dir);
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    (files, ca_file.to_str().unwrap().to_owned())
 }
 
 /// The next line of `daemon` as JSON.
