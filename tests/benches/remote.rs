@@ -12,11 +12,14 @@
 //!   read here. The watcher waits in `wait_for_messages` with `after_id` on
 //!   the hub; the hub is woken by the store's change notification.
 //! * 100 agents (50 conversations, both sides), each the `rmcp` client with
-//!   its own connection and its session token as the key: each sends 10
-//!   messages to its partner, one after the other, while all the others do;
-//!   then each reads its 10. Sends per second over the whole run, the round
-//!   trip of each send, the hub's resident memory (now and peak) and the CPU
-//!   time it used. The agents run in this process, on the same two cores.
+//!   its own connection and its session token as the key, in two rounds.
+//!   All at once: each sends 10 messages to its partner, one after the
+//!   other, while all the others do (100 requests always in flight: the
+//!   hub's saturation). Paced: each sends 10 more, one every 100 ms, the
+//!   agents spread over that interval (1000 sends/s offered). Then each reads
+//!   its 20. Sends per second, the round trip of each send, the hub's
+//!   resident memory (now and peak) and the CPU time it used. The agents run
+//!   in this process, on the same two cores as the hub.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,7 +56,11 @@ async fn main() {
     let mut options = StoreOptions::new(&db.path);
     options.rate_limit_per_minute = 0;
     let store = Store::open(options).await.expect("open the store");
-    let server = HttpServer::start_tls(&db.path, &files, &["--require-auth"]);
+    // More flags for the hub from $BENCH_HUB_ARGS (e.g. --durability normal).
+    let extra = std::env::var("BENCH_HUB_ARGS").unwrap_or_default();
+    let mut args = vec!["--require-auth"];
+    args.extend(extra.split_whitespace());
+    let server = HttpServer::start_tls(&db.path, &files, &args);
 
     watcher_wake_up(&store, &server.url, ca_file.to_str().unwrap()).await;
     println!();
@@ -159,6 +166,29 @@ async fn hundred_agents(store: &Store, server: &HttpServer, ca: &TestCa) {
         round_trips.extend(send.await.expect("an agent's sends"));
     }
     let sending = started.elapsed();
+    // Paced: agent `i` sends at `i` ms + n × 100 ms.
+    let paced_start = tokio::time::Instant::now();
+    let paced = agents.iter().enumerate().map(|(i, agent)| {
+        let agent = Arc::clone(agent);
+        tokio::spawn(async move {
+            let mut round_trips = Vec::with_capacity(EACH_WAY);
+            for n in 0..EACH_WAY {
+                let at = Duration::from_millis(i as u64 + 100 * n as u64);
+                tokio::time::sleep_until(paced_start + at).await;
+                let sent = Instant::now();
+                agent
+                    .ok("send_to_partner", json!({"message": format!("paced {n}")}))
+                    .await;
+                round_trips.push(sent.elapsed());
+            }
+            round_trips
+        })
+    });
+    let mut paced_trips = Vec::new();
+    for send in paced.collect::<Vec<_>>() {
+        paced_trips.extend(send.await.expect("an agent's paced sends"));
+    }
+    let paced_time = paced_start.elapsed();
     let reads = agents.iter().map(|agent| {
         let agent = Arc::clone(agent);
         tokio::spawn(async move {
@@ -172,7 +202,11 @@ async fn hundred_agents(store: &Store, server: &HttpServer, ca: &TestCa) {
     }
     let wall = started.elapsed();
     let cpu = cpu_time(server.pid()).saturating_sub(cpu_before);
-    assert_eq!(received, agents.len() * EACH_WAY, "every message arrived");
+    assert_eq!(
+        received,
+        agents.len() * 2 * EACH_WAY,
+        "every message arrived"
+    );
     println!(
         "100 agents on one HTTPS hub, {EACH_WAY} messages each way (targets: p99 <= 50 ms, hub RSS <= 100 MB)"
     );
@@ -181,7 +215,13 @@ async fn hundred_agents(store: &Store, server: &HttpServer, ca: &TestCa) {
         round_trips.len(),
         sending,
     );
-    report_latency("send_to_partner round trip", &round_trips);
+    report_latency("round trip, all at once", &round_trips);
+    report_rate(
+        "send_to_partner, paced (1000/s offered)",
+        paced_trips.len(),
+        paced_time,
+    );
+    report_latency("round trip, paced", &paced_trips);
     if let Some(used) = before {
         report_memory("hub, before the agents", used);
     }
@@ -193,7 +233,7 @@ async fn hundred_agents(store: &Store, server: &HttpServer, ca: &TestCa) {
     }
     println!(
         "{:<44} {} ms of CPU in {:.2} s ({:.0} % of one core)",
-        "hub CPU, sends and reads",
+        "hub CPU, both rounds and the reads",
         cpu.as_millis(),
         wall.as_secs_f64(),
         100.0 * cpu.as_secs_f64() / wall.as_secs_f64()
