@@ -163,12 +163,7 @@ impl RemoteHub {
         credentials: Credentials,
         stop: impl Future,
     ) -> Result<Option<RemoteHub>, HubError> {
-        let mut hub = RemoteHub {
-            options,
-            credentials,
-            client: None,
-            down_since: None,
-        };
+        let mut hub = RemoteHub::new(options, credentials);
         if hub.recover(stop).await? {
             Ok(Some(hub))
         } else {
@@ -181,14 +176,19 @@ impl RemoteHub {
         options: RemoteOptions,
         credentials: Credentials,
     ) -> Result<RemoteHub, HubError> {
-        let mut hub = RemoteHub {
+        let mut hub = RemoteHub::new(options, credentials);
+        hub.client = Some(hub.open().await?);
+        Ok(hub)
+    }
+
+    /// Not connected yet.
+    fn new(options: RemoteOptions, credentials: Credentials) -> RemoteHub {
+        RemoteHub {
             options,
             credentials,
             client: None,
             down_since: None,
-        };
-        hub.client = Some(hub.open().await?);
-        Ok(hub)
+        }
     }
 
     /// The hub's URL.
@@ -223,7 +223,13 @@ impl RemoteHub {
         tokio::pin!(stop);
         let mut wait = FIRST_RETRY;
         loop {
-            match self.open().await {
+            // A signal during an attempt (up to 10 s to a silent host) ends
+            // the wait at once.
+            let opened = tokio::select! {
+                opened = self.open() => opened,
+                _ = &mut stop => return Ok(false),
+            };
+            match opened {
                 Ok(client) => {
                     self.client = Some(client);
                     self.came_back();
