@@ -145,6 +145,21 @@ pub enum HubError {
 }
 
 impl HubError {
+    /// The error as a program reports it: the store's or the
+    /// configuration's own where it is one, so that the exit code for it is
+    /// found in the error's chain (`bridge_cli::exit::code_for`), else this
+    /// one.
+    pub fn report<E>(self) -> E
+    where
+        E: From<bridge_core::Error> + From<Misconfigured> + From<HubError>,
+    {
+        match self {
+            HubError::Store(error) => error.into(),
+            HubError::Misconfigured(error) => error.into(),
+            other => E::from(other),
+        }
+    }
+
     /// Whether waiting may cure it: the hub out of reach, or a database
     /// that is locked or not there yet.
     pub fn is_transient(&self) -> bool {

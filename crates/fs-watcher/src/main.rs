@@ -260,13 +260,7 @@ enum Stop {
 
 /// A hub's error as this program reports it (and exits with its code).
 fn fatal(error: HubError) -> anyhow::Error {
-    // The store's or the configuration's own error, so that its exit code
-    // is found.
-    match error {
-        HubError::Store(error) => error.into(),
-        HubError::Misconfigured(error) => error.into(),
-        other => other.into(),
-    }
+    error.report()
 }
 
 /// After a failed call: waits for the hub if it is out of reach (or the

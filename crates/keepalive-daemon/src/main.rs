@@ -130,13 +130,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// A hub's error as this program reports it (and exits with its code).
 fn fatal(error: HubError) -> anyhow::Error {
-    // The store's or the configuration's own error, so that its exit code
-    // is found.
-    match error {
-        HubError::Store(error) => error.into(),
-        HubError::Misconfigured(error) => error.into(),
-        other => other.into(),
-    }
+    error.report()
 }
 
 /// One heartbeat, and the unread count, logged when it changed. Returns the
