@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::auth::{ConversationId, SessionId, Token};
 use crate::error::{Error, Result};
+use crate::kinds::Status;
 use crate::message::Message;
-use crate::status::Status;
 use crate::store::Store;
 use crate::task::{Task, TaskRead};
 use crate::time::Timestamp;

@@ -68,6 +68,7 @@ mod conversation;
 mod delivery;
 mod error;
 mod idempotency;
+mod kinds;
 mod limit;
 mod lockfile;
 mod message;
@@ -89,15 +90,14 @@ pub use auth::{ConversationId, Credentials, SessionId, Token};
 pub use conversation::{CreatedConversation, NewConversation, ROLE_CHARS, TEAM_CHARS, TTL_RANGE};
 pub use error::{Error, Result};
 pub use idempotency::{IdempotencyKey, MAX_IDEMPOTENCY_KEY_CHARS};
+pub use kinds::{Sender, Status, TaskState};
 pub use message::{
     ActionType, InboxSummary, MAX_BODY_CHARS, MAX_FILE_CHARS, MAX_FILES, MAX_METADATA_CHARS,
-    MAX_READ_LIMIT, Message, NewMessage, Sender, SentMessage,
+    MAX_READ_LIMIT, Message, NewMessage, SentMessage,
 };
-pub use status::{SessionStatus, Status};
+pub use status::SessionStatus;
 pub use store::{Durability, Store, StoreOptions};
-pub use task::{
-    MAX_NOTE_CHARS, MAX_TITLE_CHARS, NewTask, Reassignment, Task, TaskState, Worker, WorkerScan,
-};
+pub use task::{MAX_NOTE_CHARS, MAX_TITLE_CHARS, NewTask, Reassignment, Task, Worker, WorkerScan};
 pub use time::Timestamp;
 pub use watch::ChangeSubscription;
 pub use yolo::{

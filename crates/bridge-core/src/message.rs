@@ -21,8 +21,9 @@ use serde_json::{Map, Value};
 use crate::auth::{ConversationId, Credentials, SessionId};
 use crate::error::{Error, Result};
 use crate::idempotency::{IdempotencyKey, Idempotent, Tool};
+use crate::kinds::Sender;
 use crate::redact;
-use crate::store::Store;
+use crate::store::{CallerRow, Store};
 use crate::time::Timestamp;
 use crate::writer::{Batch, Lookups, MessageRow, Operation};
 
@@ -97,56 +98,6 @@ impl FromStr for ActionType {
 }
 
 impl fmt::Display for ActionType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Who sent a message: one of the sessions, or mcp-bridge itself (telling a
-/// session about its tasks).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sender {
-    /// Session `a`.
-    A,
-    /// Session `b`.
-    B,
-    /// mcp-bridge: task assignments, updates and reassignments.
-    System,
-}
-
-impl Sender {
-    /// `"a"`, `"b"` or `"system"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sender::A => "a",
-            Sender::B => "b",
-            Sender::System => "system",
-        }
-    }
-}
-
-impl From<SessionId> for Sender {
-    fn from(session: SessionId) -> Sender {
-        match session {
-            SessionId::A => Sender::A,
-            SessionId::B => Sender::B,
-        }
-    }
-}
-
-impl FromStr for Sender {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Sender> {
-        match s {
-            "system" => Ok(Sender::System),
-            other => Ok(other.parse::<SessionId>()?.into()),
-        }
-    }
-}
-
-impl fmt::Display for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -399,19 +350,7 @@ impl Store {
             .fetch_optional(self.readers())
             .await
             .map_err(|error| self.shared().sqlx_error(error))?;
-        let found = row.as_ref().map(|row| {
-            (
-                row.digest.as_slice(),
-                Timestamp::from_millis(row.expires_at),
-            )
-        });
-        self.authenticate_read(credentials, found, now).await?;
-        let Some(row) = row else {
-            return Err(Error::NoSuchConversation {
-                conversation_id: credentials.conversation_id.clone(),
-            });
-        };
-        self.touch(credentials, row.last_seen, now).await?;
+        let row = self.admit(credentials, row, now).await?;
         Ok(InboxSummary {
             unread: u64::try_from(row.unread).unwrap_or(0),
             acked_id: row.acked_id,
@@ -537,6 +476,20 @@ struct SummaryRow {
     delivered_id: i64,
     unread: i64,
     newest_id: i64,
+}
+
+impl CallerRow for SummaryRow {
+    fn digest(&self) -> &[u8] {
+        &self.digest
+    }
+
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+
+    fn caller_last_seen(&self) -> Option<i64> {
+        self.last_seen
+    }
 }
 
 /// The messages a read found, and what it saw of the session.

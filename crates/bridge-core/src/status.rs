@@ -11,81 +11,16 @@
 //! A status change is audited; a heartbeat that changes nothing is not (it
 //! would fill the trail with one row per worker per 30 s).
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
 use crate::auth::{Credentials, SessionId};
-use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::error::Result;
+use crate::kinds::Status;
+use crate::store::{CallerRow, Store};
 use crate::time::Timestamp;
 use crate::writer::{Batch, Lookups, Operation};
-
-/// What a session says it is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Busy with its work.
-    Working,
-    /// Waiting for the partner.
-    Waiting,
-    /// Cannot go on without help.
-    Blocked,
-    /// Done.
-    Complete,
-    /// Set by the keep-alive daemon: the session's machine is up.
-    Active,
-    /// Set by the watchdog: nothing heard for longer than its threshold.
-    Silent,
-}
-
-impl Status {
-    /// Every status.
-    pub const ALL: [Status; 6] = [
-        Status::Working,
-        Status::Waiting,
-        Status::Blocked,
-        Status::Complete,
-        Status::Active,
-        Status::Silent,
-    ];
-
-    /// The name used in storage and on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Working => "working",
-            Status::Waiting => "waiting",
-            Status::Blocked => "blocked",
-            Status::Complete => "complete",
-            Status::Active => "active",
-            Status::Silent => "silent",
-        }
-    }
-}
-
-impl FromStr for Status {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Status> {
-        Status::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "status",
-                    "expected one of working, waiting, blocked, complete, active, silent",
-                )
-            })
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What is known about one session's liveness.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -144,19 +79,7 @@ impl Store {
             .fetch_optional(self.readers())
             .await
             .map_err(|error| self.shared().sqlx_error(error))?;
-        let found = row.as_ref().map(|row| {
-            (
-                row.digest.as_slice(),
-                Timestamp::from_millis(row.expires_at),
-            )
-        });
-        self.authenticate_read(credentials, found, now).await?;
-        let Some(row) = row else {
-            return Err(Error::NoSuchConversation {
-                conversation_id: credentials.conversation_id.clone(),
-            });
-        };
-        self.touch(credentials, row.my_last_seen, now).await?;
+        let row = self.admit(credentials, row, now).await?;
         let at = |millis: Option<i64>| millis.map(Timestamp::from_millis);
         let last_heard = row
             .last_heartbeat
@@ -199,6 +122,20 @@ struct PartnerRow {
     status_at: Option<i64>,
     last_heartbeat: Option<i64>,
     last_seen: Option<i64>,
+}
+
+impl CallerRow for PartnerRow {
+    fn digest(&self) -> &[u8] {
+        &self.digest
+    }
+
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+
+    fn caller_last_seen(&self) -> Option<i64> {
+        self.my_last_seen
+    }
 }
 
 /// A heartbeat, with or without a new status.

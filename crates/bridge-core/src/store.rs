@@ -32,6 +32,7 @@ use crate::limit::Limits;
 use crate::lockfile::LockFile;
 use crate::time::Timestamp;
 use crate::watch::{self, ChangeSubscription, Changes, DatabaseWatcher};
+use crate::writer::sqlite::SqliteEngine;
 use crate::writer::{Lookups, Operation, Writer};
 
 /// The migrations, embedded at build time.
@@ -316,11 +317,12 @@ impl Store {
         });
         let checkpointer =
             Checkpointer::start(connect.clone(), &shared.commits, shared.path.clone());
-        let writer = Writer::start(
-            Arc::clone(&shared),
+        let engine = SqliteEngine::new(
             connection,
             connect.clone().busy_timeout(Duration::ZERO),
+            shared.options.busy_timeout,
         );
+        let writer = Writer::start(Arc::clone(&shared), engine);
         tracing::debug!(database = %shared.path.display(), "store opened");
         let identity = file_identity(&shared.path);
         Ok(Store {
@@ -430,6 +432,29 @@ impl Store {
         }
     }
 
+    /// Admits a read-path call by the caller's row its query returned
+    /// (`None`: no such conversation): authenticates it (auditing a wrong
+    /// token), records it in `last_seen` if that is stale, and hands the row
+    /// back.
+    pub(crate) async fn admit<R: CallerRow>(
+        &self,
+        credentials: &Credentials,
+        row: Option<R>,
+        now: Timestamp,
+    ) -> Result<R> {
+        let found = row
+            .as_ref()
+            .map(|row| (row.digest(), Timestamp::from_millis(row.expires_at())));
+        self.authenticate_read(credentials, found, now).await?;
+        let Some(row) = row else {
+            return Err(Error::NoSuchConversation {
+                conversation_id: credentials.conversation_id.clone(),
+            });
+        };
+        self.touch(credentials, row.caller_last_seen(), now).await?;
+        Ok(row)
+    }
+
     /// Records an authenticated read-only call in `last_seen`, if the stored
     /// value is older than the resolution (otherwise writes nothing).
     pub(crate) async fn touch(
@@ -449,6 +474,15 @@ impl Store {
         })
         .await
     }
+}
+
+/// What a read-path query returns about its caller beside its data: the
+/// token digest and expiry of the caller's session, and its `last_seen`.
+pub(crate) trait CallerRow {
+    fn digest(&self) -> &[u8];
+    /// Milliseconds since the epoch.
+    fn expires_at(&self) -> i64;
+    fn caller_last_seen(&self) -> Option<i64>;
 }
 
 /// Audits a failed authentication seen on the read path.

@@ -21,9 +21,7 @@
 //! once.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -32,9 +30,9 @@ use crate::auth::{ConversationId, Credentials, SessionId};
 use crate::conversation::bounded_name;
 use crate::error::{Error, Result};
 use crate::idempotency::{IdempotencyKey, Idempotent, Tool};
+use crate::kinds::{Status, TaskState};
 use crate::message::MAX_BODY_CHARS;
 use crate::redact;
-use crate::status::Status;
 use crate::store::Store;
 use crate::time::Timestamp;
 use crate::writer::{Batch, Lookups, MessageRow, Operation, TaskRow};
@@ -44,71 +42,6 @@ pub const MAX_TITLE_CHARS: usize = 200;
 
 /// The longest note on a task update, in characters.
 pub const MAX_NOTE_CHARS: usize = 10_000;
-
-/// Where a task stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    /// Assigned, not started.
-    Open,
-    /// The worker is on it.
-    InProgress,
-    /// Finished.
-    Done,
-    /// The worker gave up.
-    Failed,
-    /// The orchestrator called it off.
-    Cancelled,
-}
-
-impl TaskState {
-    /// Every state.
-    pub const ALL: [TaskState; 5] = [
-        TaskState::Open,
-        TaskState::InProgress,
-        TaskState::Done,
-        TaskState::Failed,
-        TaskState::Cancelled,
-    ];
-
-    /// The name used in storage and on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Open => "open",
-            TaskState::InProgress => "in_progress",
-            TaskState::Done => "done",
-            TaskState::Failed => "failed",
-            TaskState::Cancelled => "cancelled",
-        }
-    }
-
-    /// Open or in progress: work that a worker holds.
-    pub fn is_active(self) -> bool {
-        matches!(self, TaskState::Open | TaskState::InProgress)
-    }
-}
-
-impl FromStr for TaskState {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<TaskState> {
-        TaskState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "state",
-                    "expected one of open, in_progress, done, failed, cancelled",
-                )
-            })
-    }
-}
-
-impl fmt::Display for TaskState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A task to assign.
 #[derive(Clone, Debug)]

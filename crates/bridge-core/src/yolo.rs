@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::auth::{ConversationId, Credentials, SessionId, Token};
 use crate::error::{Error, Result};
 use crate::redact;
-use crate::store::Store;
+use crate::store::{CallerRow, Store};
 use crate::time::Timestamp;
 use crate::writer::{ApprovalRow, Batch, Lookups, MessageRow, Operation, YoloRow};
 
@@ -237,12 +237,29 @@ impl Store {
     }
 
     /// The caller's conversation's settings; refused if execution is not
-    /// enabled for it.
+    /// enabled for it. A read: it writes only what every authenticated read
+    /// may (a stale `last_seen`, the audit row of a wrong token).
     pub async fn yolo_settings(&self, credentials: &Credentials) -> Result<YoloSettings> {
-        self.submit(SettingsOp {
-            credentials: credentials.clone(),
+        let now = Timestamp::now();
+        let row: Option<SettingsRow> = sqlx::query_as(SETTINGS_SQL)
+            .bind(credentials.conversation_id.as_str())
+            .bind(credentials.session.as_str())
+            .fetch_optional(self.readers())
+            .await
+            .map_err(|error| self.shared().sqlx_error(error))?;
+        let row = self.admit(credentials, row, now).await?;
+        let conversation_id = &credentials.conversation_id;
+        let Some(enabled_at) = row.enabled_at else {
+            return Err(not_enabled(conversation_id));
+        };
+        Ok(YoloSettings {
+            conversation_id: conversation_id.clone(),
+            enabled_at: Timestamp::from_millis(enabled_at),
+            mode: row.mode,
+            workspace: row.workspace,
+            timeout_ms: row.timeout_ms,
+            configured_by: row.configured_by.as_deref().map(str::parse).transpose()?,
         })
-        .await
     }
 
     /// Chooses the mode, workspace (an existing directory, given as an
@@ -388,12 +405,55 @@ impl Store {
 fn enabled<'b>(batch: &'b Batch<'_>, conversation_id: &ConversationId) -> Result<&'b YoloRow> {
     batch
         .yolo(conversation_id)
-        .ok_or_else(|| Error::NotAllowed {
-            reason: format!(
-                "command execution is not enabled for conversation {conversation_id}; \
+        .ok_or_else(|| not_enabled(conversation_id))
+}
+
+/// The refusal of a conversation for which execution is not enabled.
+fn not_enabled(conversation_id: &ConversationId) -> Error {
+    Error::NotAllowed {
+        reason: format!(
+            "command execution is not enabled for conversation {conversation_id}; \
              the operator enables it with `bridgectl yolo enable {conversation_id}`"
-            ),
-        })
+        ),
+    }
+}
+
+/// The caller's credentials row and its conversation's settings, if any
+/// (?1 conversation, ?2 the caller's session).
+const SETTINGS_SQL: &str = "
+SELECT c.expires_at,
+       CASE ?2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
+       s.last_seen,
+       y.enabled_at, y.mode, y.workspace, y.timeout_ms, y.configured_by
+FROM conversation AS c
+JOIN session AS s ON s.conversation_id = c.id AND s.session = ?2
+LEFT JOIN yolo AS y ON y.conversation_id = c.id
+WHERE c.id = ?1";
+
+#[derive(sqlx::FromRow)]
+struct SettingsRow {
+    expires_at: i64,
+    digest: Vec<u8>,
+    last_seen: Option<i64>,
+    enabled_at: Option<i64>,
+    mode: Option<String>,
+    workspace: Option<String>,
+    timeout_ms: Option<i64>,
+    configured_by: Option<String>,
+}
+
+impl CallerRow for SettingsRow {
+    fn digest(&self) -> &[u8] {
+        &self.digest
+    }
+
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+
+    fn caller_last_seen(&self) -> Option<i64> {
+        self.last_seen
+    }
 }
 
 struct EnableOp {
@@ -529,24 +589,6 @@ impl Operation for CleanupOp {
             serde_json::json!({ "count": self.ids.len() }),
         );
         Ok(())
-    }
-}
-
-struct SettingsOp {
-    credentials: Credentials,
-}
-
-impl Operation for SettingsOp {
-    type Output = YoloSettings;
-
-    fn lookups(&self, out: &mut Lookups) {
-        out.session(&self.credentials.conversation_id, self.credentials.session);
-        out.yolo(&self.credentials.conversation_id);
-    }
-
-    fn apply(&self, batch: &mut Batch<'_>) -> Result<YoloSettings> {
-        batch.authenticate(&self.credentials)?;
-        enabled(batch, &self.credentials.conversation_id).map(YoloSettings::from_row)
     }
 }
 
