@@ -2,13 +2,15 @@
 //! ready-made conversations, raw access to the database file for tampering,
 //! re-running a test in a child process (with other environment variables,
 //! or as an unprivileged user), the workspace's binaries ([`bin`]) and MCP
-//! clients of `bridge-mcp` ([`mcp`], and a raw HTTP one: [`http`]).
+//! clients of `bridge-mcp` ([`mcp`], and a raw HTTP one: [`http`]), and a
+//! throwaway PostgreSQL server ([`postgres`]).
 
 pub mod bin;
 pub mod daemon;
 pub mod http;
 pub mod mcp;
 pub mod netns;
+pub mod postgres;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@ mod idempotency;
 mod limit;
 mod message;
 mod open;
+mod postgres;
 mod status;
 mod task;
 mod watch;

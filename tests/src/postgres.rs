@@ -1,0 +1,265 @@
+//! A throwaway PostgreSQL server per test: a cluster of its own (`initdb`
+//! into a temporary directory), on a free loopback port with password
+//! authentication, and its Unix socket in that directory. Run as an
+//! unprivileged user when the tests run as root (PostgreSQL refuses root),
+//! and stopped when dropped.
+//!
+//! The server programs are Debian's (`/usr/lib/postgresql/<version>/bin`),
+//! or those of `pg_config --bindir`, or of `BRIDGE_PG_BINDIR`. Without them
+//! [`PgServer::start`] returns `None` and says once per test process that
+//! the PostgreSQL half did not run; with `BRIDGE_REQUIRE_POSTGRES=1` (set by
+//! `.ci/run`, which installs them) their absence fails the test instead.
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use tempfile::TempDir;
+
+use crate::NOBODY;
+
+/// The superuser of every test cluster.
+pub const SUPERUSER: &str = "bridge";
+
+/// How long a server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running PostgreSQL server of one test.
+pub struct PgServer {
+    /// Data directory, socket and log; removed after the server stopped.
+    dir: TempDir,
+    child: Child,
+    port: u16,
+    password: String,
+}
+
+impl PgServer {
+    /// Starts a new cluster; `None` if PostgreSQL is not installed (and not
+    /// required). Panics if it is installed but does not start.
+    pub async fn start() -> Option<PgServer> {
+        let Some(bin) = server_programs() else {
+            static SAID: Once = Once::new();
+            assert!(
+                std::env::var_os("BRIDGE_REQUIRE_POSTGRES").is_none_or(|value| value != "1"),
+                "BRIDGE_REQUIRE_POSTGRES=1 but no PostgreSQL server programs were found \
+                 (initdb, postgres); install Debian's postgresql or set BRIDGE_PG_BINDIR"
+            );
+            SAID.call_once(|| {
+                eprintln!(
+                    "note: PostgreSQL is not installed here, so the tests on a PostgreSQL store \
+                     did not run (install Debian's postgresql to run them; .ci/run does)"
+                );
+            });
+            return None;
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("bridge-pg-")
+            .tempdir()
+            .expect("temporary directory");
+        let mut secret = [0_u8; 16];
+        getrandom::fill(&mut secret).expect("random bytes");
+        let password = hex::encode(secret);
+        let pwfile = dir.path().join("pwfile");
+        fs::File::create(&pwfile)
+            .and_then(|mut file| writeln!(file, "{password}"))
+            .expect("write the password file");
+        let data = dir.path().join("data");
+        let as_root = rustix::process::geteuid().is_root();
+        if as_root {
+            // The unprivileged user owns the cluster; the directory around
+            // it must let that user in.
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+                .expect("open the directory to the cluster's owner");
+            chown(&pwfile, Some(NOBODY), None).expect("hand the password file over");
+            fs::create_dir(&data).expect("data directory");
+            chown(&data, Some(NOBODY), None).expect("hand the data directory over");
+            chown(dir.path(), Some(NOBODY), None).expect("hand the directory over");
+        }
+        let initdb = run_as(as_root, &bin.join("initdb"))
+            .arg("--pgdata")
+            .arg(&data)
+            .args(["--username", SUPERUSER, "--auth-local=trust"])
+            .args(["--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C"])
+            .arg("--pwfile")
+            .arg(&pwfile)
+            .arg("--no-sync")
+            .output()
+            .expect("run initdb");
+        assert!(
+            initdb.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let port = free_port();
+        let log = fs::File::create(dir.path().join("server.log")).expect("server log");
+        if as_root {
+            chown(dir.path().join("server.log"), Some(NOBODY), None).expect("hand the log over");
+        }
+        let child = run_as(as_root, &bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-k")
+            .arg(dir.path())
+            // A test's data need not survive a power cut: no syncs.
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=100"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start postgres");
+        let server = PgServer {
+            dir,
+            child,
+            port,
+            password,
+        };
+        server.wait_until_ready().await;
+        Some(server)
+    }
+
+    /// The port it listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser's password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The URL of `database` as the superuser.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
+    }
+
+    /// Creates an empty database named `name` (letters, digits and
+    /// underscores); returns its URL.
+    pub async fn create_database(&self, name: &str) -> String {
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "a plain database name: {name}"
+        );
+        let mut connection = self.connect("postgres").await;
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut connection)
+            .await
+            .expect("create database");
+        connection.close().await.expect("close");
+        self.url(name)
+    }
+
+    /// A connection to `database` as the superuser.
+    pub async fn connect(&self, database: &str) -> PgConnection {
+        PgConnection::connect(&self.url(database))
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// What the server wrote to its log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    async fn wait_until_ready(&self) {
+        let started = Instant::now();
+        loop {
+            match PgConnection::connect(&self.url("postgres")).await {
+                Ok(connection) => {
+                    let _ = connection.close().await;
+                    return;
+                }
+                Err(error) => assert!(
+                    started.elapsed() < START_TIMEOUT,
+                    "postgres did not accept connections within {START_TIMEOUT:?}: {error}\n{}",
+                    self.log()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for PgServer {
+    /// Fast shutdown (`SIGINT`: disconnect clients, stop), then waits;
+    /// `SIGKILL` if it has not stopped within 10 s.
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The directory of `initdb` and `postgres`, if installed.
+fn server_programs() -> Option<PathBuf> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(dir) = std::env::var_os("BRIDGE_PG_BINDIR") {
+        return Some(PathBuf::from(dir)).filter(|dir| has_both(dir));
+    }
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output()
+        && output.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if has_both(&dir) {
+            return Some(dir);
+        }
+    }
+    // Debian's packages: the newest version installed.
+    let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path().join("bin")))
+        .filter(|dir| has_both(dir))
+        .collect();
+    versions.sort_by_key(|dir| {
+        dir.parent()
+            .and_then(Path::file_name)
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.parse::<u32>().ok())
+    });
+    versions.pop()
+}
+
+/// `program`, run as the unprivileged user when `as_root`.
+fn run_as(as_root: bool, program: &Path) -> Command {
+    if as_root {
+        let mut command = Command::new("setpriv");
+        command
+            .args([
+                "--reuid",
+                &NOBODY.to_string(),
+                "--regid",
+                &NOBODY.to_string(),
+            ])
+            .arg("--clear-groups")
+            .arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
