@@ -36,7 +36,7 @@ use crate::writer::sqlite::SqliteEngine;
 use crate::writer::{Lookups, Operation, Writer};
 
 /// The migrations, embedded at build time.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The `meta` key under which the server key's fingerprint is kept.
 const FINGERPRINT_KEY: &str = "key_fingerprint";

@@ -1,8 +1,13 @@
-//! The throwaway PostgreSQL server the PostgreSQL half of the tests runs on:
-//! it starts as an unprivileged user, takes only its password, and stops
-//! with its test.
+//! The throwaway PostgreSQL server the PostgreSQL half of the tests runs on
+//! (it starts as an unprivileged user, takes only its password, and stops
+//! with its test), and the PostgreSQL schema against the SQLite one.
 
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use bridge_tests::TempDb;
 use bridge_tests::postgres::PgServer;
+use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection};
 
 #[tokio::test]
@@ -31,4 +36,79 @@ async fn a_test_server_serves_its_own_databases_and_stops_when_dropped() {
     drop(server);
     let refused = std::net::TcpStream::connect(("127.0.0.1", port));
     assert!(refused.is_err(), "the server still listens after its drop");
+}
+
+/// `(table, column)` of every column of the store's tables on SQLite,
+/// generated columns included.
+async fn sqlite_columns() -> BTreeSet<(String, String)> {
+    let db = TempDb::new();
+    let store = db.open().await;
+    store.close().await;
+    let mut raw = db.raw().await;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.name, p.name FROM sqlite_schema AS m, pragma_table_xinfo(m.name) AS p
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'
+           AND m.name NOT IN ('_sqlx_migrations', 'writer_guard')",
+    )
+    .fetch_all(&mut raw)
+    .await
+    .expect("read SQLite's columns");
+    rows.into_iter().collect()
+}
+
+#[tokio::test]
+async fn the_postgresql_schema_has_every_table_and_column_of_the_sqlite_one() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let url = server.create_database("schema").await;
+    let mut connection = PgConnection::connect(&url).await.expect("connect");
+    let migrations =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/bridge-core/migrations/postgres");
+    Migrator::new(migrations)
+        .await
+        .expect("read the PostgreSQL migrations")
+        .run(&mut connection)
+        .await
+        .expect("apply the PostgreSQL migrations");
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name NOT IN ('_sqlx_migrations', 'head')",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .expect("read PostgreSQL's columns");
+    let postgres: BTreeSet<(String, String)> = rows.into_iter().collect();
+    let sqlite = sqlite_columns().await;
+    for column in [
+        ("message", "redacted"),
+        ("session", "heard_at"),
+        ("access_key", "digest"),
+    ] {
+        let column = (column.0.to_owned(), column.1.to_owned());
+        assert!(sqlite.contains(&column), "{column:?} on SQLite");
+    }
+    assert_eq!(
+        postgres.difference(&sqlite).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "columns only on PostgreSQL"
+    );
+    assert_eq!(
+        sqlite.difference(&postgres).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "columns only on SQLite"
+    );
+    let heads: Vec<(String, i64)> = sqlx::query_as("SELECT name, last_id FROM head ORDER BY name")
+        .fetch_all(&mut connection)
+        .await
+        .expect("read the heads");
+    assert_eq!(
+        heads,
+        [
+            ("audit".into(), 0),
+            ("message".into(), 0),
+            ("task".into(), 0)
+        ]
+    );
+    connection.close().await.expect("close");
 }
