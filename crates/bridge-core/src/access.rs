@@ -214,7 +214,7 @@ impl Store {
     async fn authenticate_access(&self, key: &AccessKey) -> Result<KeyHolder> {
         let digest = self.shared().key.digest(&key.0);
         let row: Option<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT name, expires_at, last_used_at FROM access_key WHERE digest = ?",
+            "SELECT name, expires_at, last_used_at FROM access_key WHERE digest = $1",
         )
         .bind(&digest[..])
         .fetch_optional(self.readers())
@@ -248,9 +248,9 @@ impl Store {
     async fn authenticate_session_token(&self, token: &Token) -> Result<KeyHolder> {
         let digest = self.shared().key.digest(token);
         let row: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT id, 'a', expires_at FROM conversation WHERE token_digest_a = ?1
+            "SELECT id, 'a', expires_at FROM conversation WHERE token_digest_a = $1
              UNION ALL
-             SELECT id, 'b', expires_at FROM conversation WHERE token_digest_b = ?1
+             SELECT id, 'b', expires_at FROM conversation WHERE token_digest_b = $1
              LIMIT 1",
         )
         .bind(&digest[..])

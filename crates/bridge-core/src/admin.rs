@@ -104,7 +104,7 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// The conversations, or one (?1), with both sessions and their counts.
+/// The conversations, or one ($1), with both sessions and their counts.
 const CONVERSATIONS_SQL: &str = "
 SELECT c.id, c.role_a, c.role_b, c.team, c.created_at, c.expires_at,
        sa.status AS status_a, sa.last_heartbeat AS heartbeat_a, sa.last_seen AS seen_a,
@@ -121,7 +121,7 @@ SELECT c.id, c.role_a, c.role_b, c.team, c.created_at, c.expires_at,
 FROM conversation AS c
 JOIN session AS sa ON sa.conversation_id = c.id AND sa.session = 'a'
 JOIN session AS sb ON sb.conversation_id = c.id AND sb.session = 'b'
-WHERE ?1 IS NULL OR c.id = ?1
+WHERE CAST($1 AS TEXT) IS NULL OR c.id = $1
 ORDER BY c.created_at, c.id";
 
 #[derive(sqlx::FromRow)]
@@ -206,28 +206,30 @@ impl ConversationRead {
     }
 }
 
-/// Every task, or one team's (?1), oldest first, in the shape of
+/// Every task, or one team's ($1), oldest first, in the shape of
 /// [`TaskRead`] (whose credentials columns go unused here).
 const TASKS_SQL: &str = "
-SELECT 0 AS expires_at, x'' AS digest, NULL AS last_seen,
+SELECT CAST(0 AS BIGINT) AS expires_at, CAST(NULL AS BYTEA) AS digest,
+       CAST(NULL AS BIGINT) AS last_seen,
        id, team, conversation_id, title, body, state, attempts, unassigned, note, redacted,
        created_at, updated_at
-FROM task WHERE ?1 IS NULL OR team = ?1
+FROM task WHERE CAST($1 AS TEXT) IS NULL OR team = $1
 ORDER BY id";
 
-/// One conversation's tasks (?1), likewise.
+/// One conversation's tasks ($1), likewise.
 const CONVERSATION_TASKS_SQL: &str = "
-SELECT 0 AS expires_at, x'' AS digest, NULL AS last_seen,
+SELECT CAST(0 AS BIGINT) AS expires_at, CAST(NULL AS BYTEA) AS digest,
+       CAST(NULL AS BIGINT) AS last_seen,
        id, team, conversation_id, title, body, state, attempts, unassigned, note, redacted,
        created_at, updated_at
-FROM task WHERE conversation_id = ?1
+FROM task WHERE conversation_id = $1
 ORDER BY id";
 
-/// The latest ?2 audit rows, of one conversation (?1) or all, oldest first.
+/// The latest $2 audit rows, of one conversation ($1) or all, oldest first.
 const AUDIT_SQL: &str = "
 SELECT * FROM (SELECT id, at, conversation_id, session, action, detail FROM audit
-               WHERE ?1 IS NULL OR conversation_id = ?1
-               ORDER BY id DESC LIMIT ?2)
+               WHERE CAST($1 AS TEXT) IS NULL OR conversation_id = $1
+               ORDER BY id DESC LIMIT $2) AS latest
 ORDER BY id";
 
 #[derive(sqlx::FromRow)]
@@ -301,7 +303,7 @@ impl Store {
         self.read_tasks(TASKS_SQL, team).await
     }
 
-    /// The tasks `sql` selects with `key` bound as ?1.
+    /// The tasks `sql` selects with `key` bound as $1.
     async fn read_tasks(&self, sql: &'static str, key: Option<&str>) -> Result<Vec<Task>> {
         let rows: Vec<TaskRead> = sqlx::query_as(sql)
             .bind(key)
@@ -322,7 +324,7 @@ impl Store {
     ) -> Result<Vec<AuditEntry>> {
         let rows: Vec<AuditRead> = sqlx::query_as(AUDIT_SQL)
             .bind(conversation_id.map(ConversationId::as_str))
-            .bind(limit)
+            .bind(i64::from(limit))
             .fetch_all(self.readers())
             .await
             .map_err(|error| self.shared().sqlx_error(error))?;

@@ -170,7 +170,7 @@ impl Store {
     /// auditing each; with `dry_run`, only lists them. Returns their ids.
     pub async fn cleanup_expired(&self, dry_run: bool) -> Result<Vec<ConversationId>> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM conversation WHERE expires_at <= ?1 ORDER BY expires_at, id",
+            "SELECT id FROM conversation WHERE expires_at <= $1 ORDER BY expires_at, id",
         )
         .bind(Timestamp::now().as_millis())
         .fetch_all(self.readers())

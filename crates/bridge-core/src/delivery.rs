@@ -188,14 +188,15 @@ impl Store {
 }
 
 /// The messages a consuming read hands out, for [`Store::inbox`]: those
-/// after the confirmed ones (and after ?4, an acknowledged id, if given), at
-/// most ?3.
+/// after the confirmed ones (and after $4, an acknowledged id, if given), at
+/// most $3.
 const DELIVER_SQL: &str = message_read!(
     "SELECT * FROM message
-     WHERE conversation_id = ?1 AND recipient = ?2
-       AND id > (SELECT max(acked_id, coalesce(?4, 0)) FROM session
-                 WHERE conversation_id = ?1 AND session = ?2)
-     ORDER BY id LIMIT ?3"
+     WHERE conversation_id = $1 AND recipient = $2
+       AND id > (SELECT CASE WHEN coalesce($4, 0) > acked_id THEN $4 ELSE acked_id END
+                 FROM session
+                 WHERE conversation_id = $1 AND session = $2)
+     ORDER BY id LIMIT $3"
 );
 
 /// The messages a consuming read found.

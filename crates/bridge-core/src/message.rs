@@ -384,7 +384,7 @@ impl Store {
             .bind(credentials.conversation_id.as_str())
             .bind(credentials.session.as_str())
             .bind(since_id.unwrap_or(0))
-            .bind(limit)
+            .bind(i64::from(limit))
             .fetch_all(self.readers())
             .await
             .map_err(|error| self.shared().sqlx_error(error))?;
@@ -402,7 +402,7 @@ impl Store {
     }
 
     /// An authenticated read of the session's messages that `sql` selects
-    /// (a [`message_read!`] whose messages take ?3, a limit, and ?4, an id
+    /// (a [`message_read!`] whose messages take $3, a limit, and $4, an id
     /// or NULL), with the session's cursors and `last_seen` as it saw them.
     pub(crate) async fn inbox(
         &self,
@@ -415,7 +415,7 @@ impl Store {
         let rows: Vec<MessageRowRead> = sqlx::query_as(sql)
             .bind(credentials.conversation_id.as_str())
             .bind(credentials.session.as_str())
-            .bind(limit)
+            .bind(i64::from(limit))
             .bind(id)
             .fetch_all(self.readers())
             .await
@@ -453,19 +453,19 @@ pub struct InboxSummary {
     pub newest_id: i64,
 }
 
-/// The caller's credentials row and the counts of [`InboxSummary`] (?1
-/// conversation, ?2 session).
+/// The caller's credentials row and the counts of [`InboxSummary`] ($1
+/// conversation, $2 session).
 const SUMMARY_SQL: &str = "
 SELECT c.expires_at,
-       CASE ?2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
+       CASE $2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
        s.last_seen, s.acked_id, s.delivered_id,
        (SELECT count(*) FROM message
-        WHERE conversation_id = ?1 AND recipient = ?2 AND id > s.acked_id) AS unread,
+        WHERE conversation_id = $1 AND recipient = $2 AND id > s.acked_id) AS unread,
        coalesce((SELECT max(id) FROM message
-                 WHERE conversation_id = ?1 AND recipient = ?2), 0) AS newest_id
+                 WHERE conversation_id = $1 AND recipient = $2), 0) AS newest_id
 FROM conversation AS c
-JOIN session AS s ON s.conversation_id = c.id AND s.session = ?2
-WHERE c.id = ?1";
+JOIN session AS s ON s.conversation_id = c.id AND s.session = $2
+WHERE c.id = $1";
 
 #[derive(sqlx::FromRow)]
 struct SummaryRow {
@@ -507,21 +507,21 @@ pub(crate) struct Inbox {
 /// session's cursors and `last_seen`) joined with the messages that
 /// `$messages` selects, in id order; a single row of NULL message columns if
 /// there are none, and no row at all if the conversation does not exist.
-/// Binds: ?1 conversation, ?2 session, then the parameters of `$messages`.
+/// Binds: $1 conversation, $2 session, then the parameters of `$messages`.
 macro_rules! message_read {
     ($messages:literal) => {
         concat!(
             "SELECT c.expires_at,
-                    CASE ?2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
+                    CASE $2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
                     s.last_seen, s.delivered_id, s.acked_id,
                     m.id, m.sender, m.recipient, m.body, m.action_type, m.files_involved,
                     m.metadata, m.redacted, m.created_at
              FROM conversation AS c
-             JOIN session AS s ON s.conversation_id = c.id AND s.session = ?2
+             JOIN session AS s ON s.conversation_id = c.id AND s.session = $2
              LEFT JOIN (",
             $messages,
-            ") AS m
-             WHERE c.id = ?1
+            ") AS m ON true
+             WHERE c.id = $1
              ORDER BY m.id"
         )
     };
@@ -529,49 +529,49 @@ macro_rules! message_read {
 
 pub(crate) use message_read;
 
-/// Messages for the session that it has not confirmed, at most ?3.
-/// With ?4 an id, the messages after it instead, whatever the cursors say.
+/// Messages for the session that it has not confirmed, at most $3.
+/// With $4 an id, the messages after it instead, whatever the cursors say.
 const INBOX_SQL: &str = message_read!(
     "SELECT * FROM message
-     WHERE conversation_id = ?1 AND recipient = ?2
-       AND id > coalesce(?4, (SELECT acked_id FROM session
-                              WHERE conversation_id = ?1 AND session = ?2))
-     ORDER BY id LIMIT ?3"
+     WHERE conversation_id = $1 AND recipient = $2
+       AND id > coalesce($4, (SELECT acked_id FROM session
+                              WHERE conversation_id = $1 AND session = $2))
+     ORDER BY id LIMIT $3"
 );
 
-/// Messages of the conversation (both directions) after id ?3, at most ?4:
-/// the first ?4 of each direction from the inbox index, merged, so that the
+/// Messages of the conversation (both directions) after id $3, at most $4:
+/// the first $4 of each direction from the inbox index, merged, so that the
 /// cost does not grow with the conversation.
 const HISTORY_SINCE_SQL: &str = message_read!(
     "SELECT * FROM (
          SELECT * FROM (SELECT * FROM message
-                        WHERE conversation_id = ?1 AND recipient = 'a' AND id > ?3
-                        ORDER BY id LIMIT ?4)
+                        WHERE conversation_id = $1 AND recipient = 'a' AND id > $3
+                        ORDER BY id LIMIT $4) AS to_a
          UNION ALL
          SELECT * FROM (SELECT * FROM message
-                        WHERE conversation_id = ?1 AND recipient = 'b' AND id > ?3
-                        ORDER BY id LIMIT ?4))
-     ORDER BY id LIMIT ?4"
+                        WHERE conversation_id = $1 AND recipient = 'b' AND id > $3
+                        ORDER BY id LIMIT $4) AS to_b) AS both_ways
+     ORDER BY id LIMIT $4"
 );
 
-/// The latest ?4 messages of the conversation (both directions) after id
-/// ?3, merged from the inbox index as above.
+/// The latest $4 messages of the conversation (both directions) after id
+/// $3, merged from the inbox index as above.
 const HISTORY_LATEST_SQL: &str = message_read!(
     "SELECT * FROM (
          SELECT * FROM (SELECT * FROM message
-                        WHERE conversation_id = ?1 AND recipient = 'a' AND id > ?3
-                        ORDER BY id DESC LIMIT ?4)
+                        WHERE conversation_id = $1 AND recipient = 'a' AND id > $3
+                        ORDER BY id DESC LIMIT $4) AS to_a
          UNION ALL
          SELECT * FROM (SELECT * FROM message
-                        WHERE conversation_id = ?1 AND recipient = 'b' AND id > ?3
-                        ORDER BY id DESC LIMIT ?4))
-     ORDER BY id DESC LIMIT ?4"
+                        WHERE conversation_id = $1 AND recipient = 'b' AND id > $3
+                        ORDER BY id DESC LIMIT $4) AS to_b) AS both_ways
+     ORDER BY id DESC LIMIT $4"
 );
 
-/// The latest ?3 messages of the conversation, both directions, for the
-/// operator (?2 is `'a'`: the credentials columns are not used).
+/// The latest $3 messages of the conversation, both directions, for the
+/// operator ($2 is `'a'`: the credentials columns are not used).
 const LATEST_SQL: &str =
-    message_read!("SELECT * FROM message WHERE conversation_id = ?1 ORDER BY id DESC LIMIT ?3");
+    message_read!("SELECT * FROM message WHERE conversation_id = $1 ORDER BY id DESC LIMIT $3");
 
 impl Store {
     /// The operator's view: the latest `limit` messages of a conversation,
@@ -585,7 +585,7 @@ impl Store {
         let rows: Vec<MessageRowRead> = sqlx::query_as(LATEST_SQL)
             .bind(conversation_id.as_str())
             .bind("a")
-            .bind(limit)
+            .bind(i64::from(limit))
             .fetch_all(self.readers())
             .await
             .map_err(|error| self.shared().sqlx_error(error))?;

@@ -99,18 +99,18 @@ impl Store {
     }
 }
 
-/// The caller's credentials row and the partner's session (?1 conversation,
-/// ?2 the caller's session).
+/// The caller's credentials row and the partner's session ($1 conversation,
+/// $2 the caller's session).
 const PARTNER_SQL: &str = "
 SELECT c.expires_at,
-       CASE ?2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
+       CASE $2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
        me.last_seen AS my_last_seen,
-       CASE ?2 WHEN 'a' THEN c.role_b ELSE c.role_a END AS role,
+       CASE $2 WHEN 'a' THEN c.role_b ELSE c.role_a END AS role,
        p.status, p.status_at, p.last_heartbeat, p.last_seen
 FROM conversation AS c
-JOIN session AS me ON me.conversation_id = c.id AND me.session = ?2
-JOIN session AS p ON p.conversation_id = c.id AND p.session <> ?2
-WHERE c.id = ?1";
+JOIN session AS me ON me.conversation_id = c.id AND me.session = $2
+JOIN session AS p ON p.conversation_id = c.id AND p.session <> $2
+WHERE c.id = $1";
 
 #[derive(sqlx::FromRow)]
 struct PartnerRow {

@@ -247,7 +247,7 @@ impl Store {
         let first = rows.first();
         let found = first.map(|row| {
             (
-                row.digest.as_slice(),
+                row.digest.as_deref().unwrap_or_default(),
                 Timestamp::from_millis(row.expires_at),
             )
         });
@@ -479,33 +479,36 @@ impl Store {
 }
 
 /// The caller's credentials row joined with the conversation's tasks, in one
-/// state (?3) or all.
+/// state ($3) or all.
 const LIST_SQL: &str = "
 SELECT c.expires_at,
-       CASE ?2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
+       CASE $2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
        s.last_seen,
        t.id, t.team, t.conversation_id, t.title, t.body, t.state, t.attempts, t.unassigned,
        t.note, t.redacted, t.created_at, t.updated_at
 FROM conversation AS c
-JOIN session AS s ON s.conversation_id = c.id AND s.session = ?2
-LEFT JOIN (SELECT * FROM task WHERE conversation_id = ?1 AND (?3 IS NULL OR state = ?3)) AS t
-WHERE c.id = ?1
+JOIN session AS s ON s.conversation_id = c.id AND s.session = $2
+LEFT JOIN (SELECT * FROM task WHERE conversation_id = $1 AND (CAST($3 AS TEXT) IS NULL OR state = $3)) AS t
+     ON true
+WHERE c.id = $1
 ORDER BY t.id";
 
-/// Task ?1, in the shape of [`TaskRead`] (whose credentials columns go
+/// Task $1, in the shape of [`TaskRead`] (whose credentials columns go
 /// unused here).
 const TASK_SQL: &str = "
-SELECT 0 AS expires_at, x'' AS digest, NULL AS last_seen,
+SELECT CAST(0 AS BIGINT) AS expires_at, CAST(NULL AS BYTEA) AS digest,
+       CAST(NULL AS BIGINT) AS last_seen,
        id, team, conversation_id, title, body, state, attempts, unassigned, note, redacted,
        created_at, updated_at
-FROM task WHERE id = ?1";
+FROM task WHERE id = $1";
 
-/// The open and in-progress tasks held by conversation ?1.
+/// The open and in-progress tasks held by conversation $1.
 const HELD_SQL: &str = "
-SELECT 0 AS expires_at, x'' AS digest, NULL AS last_seen,
+SELECT CAST(0 AS BIGINT) AS expires_at, CAST(NULL AS BYTEA) AS digest,
+       CAST(NULL AS BIGINT) AS last_seen,
        id, team, conversation_id, title, body, state, attempts, unassigned, note, redacted,
        created_at, updated_at
-FROM task WHERE conversation_id = ?1 AND state IN ('open', 'in_progress')
+FROM task WHERE conversation_id = $1 AND state IN ('open', 'in_progress')
 ORDER BY id";
 
 /// A task row of a read, with the caller's credentials columns (unused by
@@ -513,7 +516,8 @@ ORDER BY id";
 #[derive(sqlx::FromRow)]
 pub(crate) struct TaskRead {
     expires_at: i64,
-    digest: Vec<u8>,
+    /// `NULL` in the operator's reads.
+    digest: Option<Vec<u8>>,
     last_seen: Option<i64>,
     id: Option<i64>,
     team: Option<String>,
@@ -562,7 +566,7 @@ impl TaskRead {
     }
 }
 
-/// Workers of live conversations (?1 now), of team ?2 or all, with their
+/// Workers of live conversations ($1 now), of team $2 or all, with their
 /// open tasks.
 const WORKERS_SQL: &str = "
 SELECT c.id, c.team, c.role_b, c.created_at, s.status, s.last_heartbeat, s.last_seen,
@@ -570,11 +574,11 @@ SELECT c.id, c.team, c.role_b, c.created_at, s.status, s.last_heartbeat, s.last_
         WHERE t.conversation_id = c.id AND t.state IN ('open', 'in_progress')) AS open_tasks
 FROM conversation AS c
 JOIN session AS s ON s.conversation_id = c.id AND s.session = 'b'
-WHERE c.expires_at > ?1 AND (?2 IS NULL OR c.team = ?2)
+WHERE c.expires_at > $1 AND (CAST($2 AS TEXT) IS NULL OR c.team = $2)
 ORDER BY c.id";
 
-/// Workers of live conversations (?1 now), of team ?2 or all, last heard
-/// from before ?3 (never heard from: counted from the conversation's
+/// Workers of live conversations ($1 now), of team $2 or all, last heard
+/// from before $3 (never heard from: counted from the conversation's
 /// creation), then those marked silent that were heard from since; with
 /// their open tasks. Both halves start from an index on `session`
 /// (`heard_at`, `status = 'silent'`), so the scan reads the rows it returns,
@@ -585,16 +589,16 @@ SELECT c.id, c.team, c.role_b, c.created_at, s.status, s.last_heartbeat, s.last_
         WHERE t.conversation_id = c.id AND t.state IN ('open', 'in_progress')) AS open_tasks
 FROM session AS s
 JOIN conversation AS c ON c.id = s.conversation_id
-WHERE s.session = 'b' AND s.heard_at < ?3 AND c.created_at < ?3
-  AND c.expires_at > ?1 AND (?2 IS NULL OR c.team = ?2)
+WHERE s.session = 'b' AND s.heard_at < $3 AND c.created_at < $3
+  AND c.expires_at > $1 AND (CAST($2 AS TEXT) IS NULL OR c.team = $2)
 UNION ALL
 SELECT c.id, c.team, c.role_b, c.created_at, s.status, s.last_heartbeat, s.last_seen,
        (SELECT count(*) FROM task AS t
         WHERE t.conversation_id = c.id AND t.state IN ('open', 'in_progress')) AS open_tasks
 FROM session AS s
 JOIN conversation AS c ON c.id = s.conversation_id
-WHERE s.session = 'b' AND s.status = 'silent' AND NOT (s.heard_at < ?3 AND c.created_at < ?3)
-  AND c.expires_at > ?1 AND (?2 IS NULL OR c.team = ?2)
+WHERE s.session = 'b' AND s.status = 'silent' AND NOT (s.heard_at < $3 AND c.created_at < $3)
+  AND c.expires_at > $1 AND (CAST($2 AS TEXT) IS NULL OR c.team = $2)
 ORDER BY 1";
 
 #[derive(sqlx::FromRow)]

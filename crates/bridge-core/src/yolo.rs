@@ -200,7 +200,7 @@ impl Store {
     pub async fn approvals(&self) -> Result<Vec<Approval>> {
         let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
             "SELECT preview, conversation_id, created_at, expires_at FROM approval
-             WHERE used_at IS NULL AND expires_at > ? ORDER BY id",
+             WHERE used_at IS NULL AND expires_at > $1 ORDER BY id",
         )
         .bind(Timestamp::now().as_millis())
         .fetch_all(self.readers())
@@ -222,7 +222,7 @@ impl Store {
     /// used); returns how many.
     pub async fn cleanup_approvals(&self) -> Result<u64> {
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM approval WHERE used_at IS NOT NULL OR expires_at <= ?",
+            "SELECT id FROM approval WHERE used_at IS NOT NULL OR expires_at <= $1",
         )
         .bind(Timestamp::now().as_millis())
         .fetch_all(self.readers())
@@ -419,16 +419,16 @@ fn not_enabled(conversation_id: &ConversationId) -> Error {
 }
 
 /// The caller's credentials row and its conversation's settings, if any
-/// (?1 conversation, ?2 the caller's session).
+/// ($1 conversation, $2 the caller's session).
 const SETTINGS_SQL: &str = "
 SELECT c.expires_at,
-       CASE ?2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
+       CASE $2 WHEN 'a' THEN c.token_digest_a ELSE c.token_digest_b END AS digest,
        s.last_seen,
        y.enabled_at, y.mode, y.workspace, y.timeout_ms, y.configured_by
 FROM conversation AS c
-JOIN session AS s ON s.conversation_id = c.id AND s.session = ?2
+JOIN session AS s ON s.conversation_id = c.id AND s.session = $2
 LEFT JOIN yolo AS y ON y.conversation_id = c.id
-WHERE c.id = ?1";
+WHERE c.id = $1";
 
 #[derive(sqlx::FromRow)]
 struct SettingsRow {
