@@ -55,12 +55,12 @@ const QUEUE_DEPTH: usize = 4096;
 /// conversation), tasks, command-execution settings and approval tokens.
 #[derive(Default)]
 pub(crate) struct Lookups {
-    pub(super) sessions: Vec<Key>,
-    pub(super) tasks: Vec<i64>,
-    pub(super) yolo: Vec<ConversationId>,
-    pub(super) approvals: Vec<String>,
-    pub(super) access: Vec<String>,
-    pub(super) idempotency: Vec<IdempotencySlot>,
+    sessions: Vec<Key>,
+    tasks: Vec<i64>,
+    yolo: Vec<ConversationId>,
+    approvals: Vec<String>,
+    access: Vec<String>,
+    idempotency: Vec<IdempotencySlot>,
 }
 
 impl Lookups {
@@ -94,7 +94,7 @@ impl Lookups {
         self.idempotency.push(key.clone());
     }
 
-    pub(super) fn tidy(&mut self) {
+    fn tidy(&mut self) {
         self.sessions.sort();
         self.sessions.dedup();
         self.tasks.sort_unstable();
@@ -110,7 +110,7 @@ impl Lookups {
     }
 
     /// The JSON parameters of the state query.
-    pub(super) fn json(&self) -> LookupJson {
+    fn json(&self) -> LookupJson {
         let sessions: Vec<(&str, &str)> = self
             .sessions
             .iter()
@@ -135,13 +135,13 @@ impl Lookups {
 }
 
 /// The state query's parameters, JSON arrays, in the order it binds them.
-pub(super) struct LookupJson {
-    pub(super) sessions: String,
-    pub(super) tasks: String,
-    pub(super) yolo: String,
-    pub(super) approvals: String,
-    pub(super) access: String,
-    pub(super) idempotency: String,
+struct LookupJson {
+    sessions: String,
+    tasks: String,
+    yolo: String,
+    approvals: String,
+    access: String,
+    idempotency: String,
 }
 
 /// A state change that the writer applies inside a batch.
@@ -355,6 +355,6 @@ impl<E: Engine> WriterTask<E> {
 }
 
 /// Serializes rows made of strings, integers and booleans, which cannot fail.
-pub(super) fn to_json<T: Serialize>(rows: &T) -> String {
+fn to_json<T: Serialize>(rows: &T) -> String {
     serde_json::to_string(rows).unwrap_or_else(|_| "[]".to_owned())
 }
