@@ -562,6 +562,17 @@ impl<'a> Batch<'a> {
         self.state.last_audit_id = id;
     }
 
+    /// The heads this batch leaves: what it writes back to the database's
+    /// own record of them, where it has one (PostgreSQL's `head`).
+    pub(super) fn heads(&self) -> Heads {
+        Heads {
+            last_message_id: self.state.last_message_id,
+            last_audit_id: self.state.last_audit_id,
+            last_task_id: self.state.last_task_id,
+            last_hash: Some(self.state.last_hash.clone()),
+        }
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.conversations.is_empty()
             && self.messages.is_empty()

@@ -25,6 +25,7 @@
 //! waiting does not cancel a write already queued.
 
 mod batch;
+pub(crate) mod postgres;
 mod rows;
 pub(crate) mod sqlite;
 

@@ -29,6 +29,24 @@ pub(crate) struct IdempotencyRow {
     pub(super) new: bool,
 }
 
+impl IdempotencyRow {
+    /// A write recorded before this batch.
+    pub(super) fn read(
+        tool: String,
+        request_digest: [u8; 32],
+        result_id: i64,
+        created_at: i64,
+    ) -> IdempotencyRow {
+        IdempotencyRow {
+            tool,
+            request_digest,
+            result_id,
+            created_at,
+            new: false,
+        }
+    }
+}
+
 /// A conversation to insert (its two sessions are inserted with it).
 #[derive(Clone, Serialize)]
 pub(crate) struct ConversationRow {
@@ -140,6 +158,39 @@ pub(crate) struct SessionRow {
     pub(crate) acked_id: i64,
 }
 
+impl SessionRow {
+    /// A session as read from the database.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn read(
+        key: Key,
+        expires_at: Timestamp,
+        digest: Vec<u8>,
+        team: Option<String>,
+        status: Option<Status>,
+        status_at: Option<i64>,
+        last_heartbeat: Option<i64>,
+        last_seen: Option<i64>,
+        delivered_id: i64,
+        acked_id: i64,
+    ) -> SessionRow {
+        SessionRow {
+            expires_at,
+            digest,
+            dirty: false,
+            rekeyed: false,
+            team,
+            conversation_id: key.0,
+            session: key.1,
+            status,
+            status_at,
+            last_heartbeat,
+            last_seen,
+            delivered_id,
+            acked_id,
+        }
+    }
+}
+
 /// A task as the writer sees it: read by a state query (or inserted by the
 /// batch), changed by operations, written back in full when changed.
 #[derive(Clone, Debug, Serialize)]
@@ -230,6 +281,26 @@ pub(crate) struct ApprovalRow {
 }
 
 impl ApprovalRow {
+    /// A token as read from the database.
+    pub(super) fn read(
+        digest: String,
+        preview: String,
+        conversation_id: Option<ConversationId>,
+        created_at: i64,
+        expires_at: i64,
+        used_at: Option<i64>,
+    ) -> ApprovalRow {
+        ApprovalRow {
+            digest,
+            preview,
+            conversation_id,
+            created_at,
+            expires_at,
+            used_at,
+            new: false,
+        }
+    }
+
     /// A token issued now.
     pub(crate) fn issued(
         digest: String,

@@ -599,21 +599,18 @@ fn state_from_rows(shared: &Shared, lookups: &Lookups, rows: &[SqliteRow]) -> Re
         let session: String = row.try_get("session").map_err(corrupt)?;
         let status: Option<String> = row.try_get("status").map_err(corrupt)?;
         let key: Key = (conversation_id.parse()?, session.parse()?);
-        let session_row = SessionRow {
-            expires_at: Timestamp::from_millis(expires_at),
-            digest: row.try_get("digest").map_err(corrupt)?,
-            dirty: false,
-            rekeyed: false,
-            team: row.try_get("team").map_err(corrupt)?,
-            conversation_id: key.0.clone(),
-            session: key.1,
-            status: status.map(|status| status.parse()).transpose()?,
-            status_at: row.try_get("status_at").map_err(corrupt)?,
-            last_heartbeat: row.try_get("last_heartbeat").map_err(corrupt)?,
-            last_seen: row.try_get("last_seen").map_err(corrupt)?,
-            delivered_id: row.try_get("delivered_id").map_err(corrupt)?,
-            acked_id: row.try_get("acked_id").map_err(corrupt)?,
-        };
+        let session_row = SessionRow::read(
+            key.clone(),
+            Timestamp::from_millis(expires_at),
+            row.try_get("digest").map_err(corrupt)?,
+            row.try_get("team").map_err(corrupt)?,
+            status.map(|status| status.parse()).transpose()?,
+            row.try_get("status_at").map_err(corrupt)?,
+            row.try_get("last_heartbeat").map_err(corrupt)?,
+            row.try_get("last_seen").map_err(corrupt)?,
+            row.try_get("delivered_id").map_err(corrupt)?,
+            row.try_get("acked_id").map_err(corrupt)?,
+        );
         state.sessions.insert(key, Some(session_row));
     }
     Ok((state, data_version))
@@ -684,13 +681,12 @@ fn idempotency_from_row(row: &SqliteRow) -> Result<(IdempotencySlot, Idempotency
         session.parse().map_err(decode)?,
         digest("idem_key")?,
     );
-    let found = IdempotencyRow {
-        tool: row.try_get("idem_tool")?,
-        request_digest: digest("idem_request")?,
-        result_id: row.try_get("idem_result")?,
-        created_at: row.try_get("idem_at")?,
-        new: false,
-    };
+    let found = IdempotencyRow::read(
+        row.try_get("idem_tool")?,
+        digest("idem_request")?,
+        row.try_get("idem_result")?,
+        row.try_get("idem_at")?,
+    );
     Ok((key, found))
 }
 
@@ -702,18 +698,17 @@ fn approval_from_row(row: &SqliteRow) -> Result<Option<ApprovalRow>, sqlx::Error
     }
     let decode = |error: Error| sqlx::Error::Decode(Box::new(error));
     let conversation_id: Option<String> = row.try_get("approval_conversation")?;
-    Ok(Some(ApprovalRow {
-        digest: row.try_get("approval_key")?,
-        preview: row.try_get("approval_preview")?,
-        conversation_id: conversation_id
+    Ok(Some(ApprovalRow::read(
+        row.try_get("approval_key")?,
+        row.try_get("approval_preview")?,
+        conversation_id
             .map(|id| id.parse())
             .transpose()
             .map_err(decode)?,
-        created_at: row.try_get("approval_created_at")?,
-        expires_at: row.try_get("approval_expires_at")?,
-        used_at: row.try_get("approval_used_at")?,
-        new: false,
-    }))
+        row.try_get("approval_created_at")?,
+        row.try_get("approval_expires_at")?,
+        row.try_get("approval_used_at")?,
+    )))
 }
 
 /// A row of the state query's access-key statement.
