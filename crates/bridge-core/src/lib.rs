@@ -70,6 +70,7 @@ mod error;
 mod idempotency;
 mod kinds;
 mod limit;
+mod location;
 mod lockfile;
 mod message;
 pub mod redact;
@@ -91,6 +92,7 @@ pub use conversation::{CreatedConversation, NewConversation, ROLE_CHARS, TEAM_CH
 pub use error::{Error, Result};
 pub use idempotency::{IdempotencyKey, MAX_IDEMPOTENCY_KEY_CHARS};
 pub use kinds::{Sender, Status, TaskState};
+pub use location::{Location, PostgresUrl};
 pub use message::{
     ActionType, InboxSummary, MAX_BODY_CHARS, MAX_FILE_CHARS, MAX_FILES, MAX_METADATA_CHARS,
     MAX_READ_LIMIT, Message, NewMessage, SentMessage,
