@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bridge_core::{Error, Store, StoreOptions};
 
-/// Opens the store at `options.path`, waiting while the database does not
+/// Opens the store at `options.location`, waiting while the database does not
 /// exist yet or is locked (saying so once), until it opens, another error
 /// occurs, or `stop` resolves (then `None`). Never creates the database:
 /// that is the MCP server's or `bridgectl`'s job.
@@ -22,7 +22,7 @@ pub async fn open_when_ready(
         match Store::open(options.clone()).await {
             Ok(store) => {
                 if said {
-                    tracing::info!(database = %options.path.display(), "the database is here");
+                    tracing::info!(database = %options.location, "the database is here");
                 }
                 return Ok(Some(store));
             }

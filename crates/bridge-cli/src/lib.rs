@@ -31,18 +31,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use bridge_core::{Durability, StoreOptions, config};
+use bridge_core::{Durability, Location, StoreOptions, config};
 use clap::{Args, ValueEnum};
 
 /// Where the store is: `--db` and `--key-file` (before or after a
 /// subcommand, in a binary that has them).
 #[derive(Args, Clone, Debug)]
 pub struct StoreArgs {
-    /// The database file [default: $XDG_STATE_HOME/mcp-bridge/bridge.db]
-    #[arg(long, global = true, env = config::DB_ENV, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    /// The database: an SQLite file, or postgres://USER@HOST/DATABASE
+    /// [default: $XDG_STATE_HOME/mcp-bridge/bridge.db]
+    #[arg(long, global = true, env = config::DB_ENV, value_name = "PATH|URL")]
+    pub db: Option<String>,
 
-    /// The server key file [default: <database>.key]
+    /// The server key file [default: <database>.key; required with PostgreSQL]
     #[arg(long, global = true, env = "BRIDGE_KEY_FILE", value_name = "PATH")]
     pub key_file: Option<PathBuf>,
 
@@ -66,11 +67,11 @@ impl StoreArgs {
     /// The store options these flags describe, with the defaults of
     /// `bridge-core` for everything else.
     pub fn options(&self) -> anyhow::Result<StoreOptions> {
-        let path = match &self.db {
-            Some(path) => path.clone(),
-            None => config::default_db_path().context("no database given")?,
+        let location = match &self.db {
+            Some(db) => Location::parse(db)?,
+            None => Location::File(config::default_db_path().context("no database given")?),
         };
-        let mut options = StoreOptions::new(path);
+        let mut options = StoreOptions::at(location);
         options.key_file.clone_from(&self.key_file);
         options.durability = match self.durability {
             DurabilityArg::Full => Durability::Full,

@@ -29,6 +29,7 @@ use crate::checkpoint::Checkpointer;
 use crate::config;
 use crate::error::{Error, Result};
 use crate::limit::Limits;
+use crate::location::Location;
 use crate::lockfile::LockFile;
 use crate::time::Timestamp;
 use crate::watch::{self, ChangeSubscription, Changes, DatabaseWatcher};
@@ -46,9 +47,12 @@ const FINGERPRINT_KEY: &str = "key_fingerprint";
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct StoreOptions {
-    /// The database file.
-    pub path: PathBuf,
-    /// The server key file; `None` means `<path>.key` beside the database.
+    /// Where the store is: an SQLite file (the default) or a PostgreSQL
+    /// database.
+    pub location: Location,
+    /// The server key file. `None` means `<database>.key` beside an SQLite
+    /// database; a PostgreSQL store needs it given, since every hub of one
+    /// database must use the same key.
     pub key_file: Option<PathBuf>,
     /// Create the database, its directory and the key if they are missing.
     /// Without it, a missing database is [`Error::DatabaseMissing`].
@@ -102,10 +106,15 @@ impl Durability {
 }
 
 impl StoreOptions {
-    /// The defaults for the database at `path`, created if missing.
+    /// The defaults for the SQLite database at `path`, created if missing.
     pub fn new(path: impl Into<PathBuf>) -> StoreOptions {
+        StoreOptions::at(Location::File(path.into()))
+    }
+
+    /// The defaults for the store at `location`, created if missing.
+    pub fn at(location: Location) -> StoreOptions {
         StoreOptions {
-            path: path.into(),
+            location,
             key_file: None,
             create: true,
             busy_timeout: config::DEFAULT_BUSY_TIMEOUT,
@@ -120,11 +129,20 @@ impl StoreOptions {
         }
     }
 
-    /// The key file these options use.
-    pub fn key_path(&self) -> PathBuf {
-        self.key_file
-            .clone()
-            .unwrap_or_else(|| config::default_key_file(&self.path))
+    /// The key file these options use: `--key-file`, or beside an SQLite
+    /// database. A PostgreSQL store without one is refused.
+    pub fn key_path(&self) -> Result<PathBuf> {
+        match (&self.key_file, &self.location) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Location::File(database)) => Ok(config::default_key_file(database)),
+            (None, Location::Postgres(url)) => Err(Error::Invalid {
+                field: "key file",
+                reason: format!(
+                    "a PostgreSQL store ({url}) needs --key-file (or BRIDGE_KEY_FILE): \
+                     every hub of one database must use the same server key"
+                ),
+            }),
+        }
     }
 }
 
@@ -260,8 +278,17 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (and if allowed, creates) the store described by `options`.
     pub async fn open(options: StoreOptions) -> Result<Store> {
-        let path = options.path.clone();
-        let key_path = options.key_path();
+        let key_path = options.key_path()?;
+        let path = match &options.location {
+            Location::File(path) => path.clone(),
+            Location::Postgres(url) => {
+                // WIP (issue 14): the PostgreSQL store is being built.
+                return Err(Error::Database {
+                    path: url.to_string().into(),
+                    message: "PostgreSQL stores are not built yet".into(),
+                });
+            }
+        };
         prepare_database_file(&path, options.create)?;
 
         let connect = SqliteConnectOptions::new()

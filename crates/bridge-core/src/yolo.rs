@@ -329,7 +329,7 @@ impl Store {
         if home.and_then(|home| home.canonicalize().ok()).as_deref() == Some(resolved.as_path()) {
             return Err(refuse("is the home directory"));
         }
-        for file in [self.path().to_path_buf(), self.options().key_path()] {
+        for file in [self.path().to_path_buf(), self.options().key_path()?] {
             let file = file.canonicalize().unwrap_or(file);
             if file.starts_with(&resolved) {
                 return Err(refuse(&format!(

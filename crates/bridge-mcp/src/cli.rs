@@ -27,7 +27,7 @@ use bridge_exec::Sandbox;
 pub struct Args {
     /// The database, as the original bridge took it (the same as --db)
     #[arg(value_name = "DATABASE", conflicts_with = "db")]
-    database: Option<PathBuf>,
+    database: Option<String>,
 
     #[command(flatten)]
     store: StoreArgs,

@@ -265,3 +265,25 @@ fn a_closed_stdout_ends_a_listing_quietly_but_not_a_creation() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_database_of_an_unknown_kind_or_a_postgresql_one_without_a_key_file_is_refused() {
+    let db = TempDb::new();
+    ctl(&db.path, &["--db", "mysql://db.example/team", "list"]).failed(
+        1,
+        "bridgectl: invalid database: mysql:// is not a store mcp-bridge knows; \
+         give a file path, sqlite:PATH, or postgres://USER@HOST/DATABASE",
+    );
+    let stderr = ctl(
+        &db.path,
+        &["--db", "postgres://bridge:s3cret@127.0.0.1:1/team", "list"],
+    )
+    .failed(
+        1,
+        "bridgectl: invalid key file: a PostgreSQL store (postgres://bridge@127.0.0.1:1/team) \
+         needs --key-file (or BRIDGE_KEY_FILE): every hub of one database must use the same \
+         server key",
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    assert!(!db.path.exists(), "nothing was created");
+}
