@@ -182,12 +182,13 @@ impl Store {
 
     /// Every access key, expired ones included, by name.
     pub async fn access_keys(&self) -> Result<Vec<AccessKeyInfo>> {
-        let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT name, created_at, expires_at, last_used_at FROM access_key ORDER BY name",
-        )
-        .fetch_all(self.readers())
-        .await
-        .map_err(|error| self.shared().sqlx_error(error))?;
+        let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = read!(
+            self,
+            fetch_all,
+            query_as(
+                "SELECT name, created_at, expires_at, last_used_at FROM access_key ORDER BY name"
+            )
+        )?;
         Ok(rows
             .into_iter()
             .map(
@@ -213,13 +214,12 @@ impl Store {
 
     async fn authenticate_access(&self, key: &AccessKey) -> Result<KeyHolder> {
         let digest = self.shared().key.digest(&key.0);
-        let row: Option<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT name, expires_at, last_used_at FROM access_key WHERE digest = $1",
-        )
-        .bind(&digest[..])
-        .fetch_optional(self.readers())
-        .await
-        .map_err(|error| self.shared().sqlx_error(error))?;
+        let row: Option<(String, Option<i64>, Option<i64>)> = read!(
+            self,
+            fetch_optional,
+            query_as("SELECT name, expires_at, last_used_at FROM access_key WHERE digest = $1"),
+            &digest[..]
+        )?;
         let Some((name, expires_at, last_used_at)) = row else {
             return Err(Error::Unauthenticated {
                 reason: "the access key is not known (revoked, or never made)".into(),
@@ -247,16 +247,17 @@ impl Store {
 
     async fn authenticate_session_token(&self, token: &Token) -> Result<KeyHolder> {
         let digest = self.shared().key.digest(token);
-        let row: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT id, 'a', expires_at FROM conversation WHERE token_digest_a = $1
+        let row: Option<(String, String, i64)> = read!(
+            self,
+            fetch_optional,
+            query_as(
+                "SELECT id, 'a', expires_at FROM conversation WHERE token_digest_a = $1
              UNION ALL
              SELECT id, 'b', expires_at FROM conversation WHERE token_digest_b = $1
-             LIMIT 1",
-        )
-        .bind(&digest[..])
-        .fetch_optional(self.readers())
-        .await
-        .map_err(|error| self.shared().sqlx_error(error))?;
+             LIMIT 1"
+            ),
+            &digest[..]
+        )?;
         let Some((conversation_id, session, expires_at)) = row else {
             return Err(Error::Unauthenticated {
                 reason: "the key is not a live session token (mistyped, rotated, or its \

@@ -253,11 +253,12 @@ impl Store {
         &self,
         id: Option<&ConversationId>,
     ) -> Result<Vec<ConversationInfo>> {
-        let rows: Vec<ConversationRead> = sqlx::query_as(CONVERSATIONS_SQL)
-            .bind(id.map(ConversationId::as_str))
-            .fetch_all(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let rows: Vec<ConversationRead> = read!(
+            self,
+            fetch_all,
+            query_as(CONVERSATIONS_SQL),
+            id.map(ConversationId::as_str)
+        )?;
         let now = Timestamp::now();
         let window = self.options().liveness_window;
         rows.into_iter().map(|row| row.info(now, window)).collect()
@@ -305,11 +306,7 @@ impl Store {
 
     /// The tasks `sql` selects with `key` bound as $1.
     async fn read_tasks(&self, sql: &'static str, key: Option<&str>) -> Result<Vec<Task>> {
-        let rows: Vec<TaskRead> = sqlx::query_as(sql)
-            .bind(key)
-            .fetch_all(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let rows: Vec<TaskRead> = read!(self, fetch_all, query_as(sql), key)?;
         rows.iter()
             .filter_map(|row| row.task(self.path()).transpose())
             .collect()
@@ -322,12 +319,13 @@ impl Store {
         conversation_id: Option<&ConversationId>,
         limit: u32,
     ) -> Result<Vec<AuditEntry>> {
-        let rows: Vec<AuditRead> = sqlx::query_as(AUDIT_SQL)
-            .bind(conversation_id.map(ConversationId::as_str))
-            .bind(i64::from(limit))
-            .fetch_all(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let rows: Vec<AuditRead> = read!(
+            self,
+            fetch_all,
+            query_as(AUDIT_SQL),
+            conversation_id.map(ConversationId::as_str),
+            i64::from(limit)
+        )?;
         Ok(rows
             .into_iter()
             .map(|row| AuditEntry {

@@ -22,7 +22,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
-use crate::store::Store;
+use crate::store::{Readers, Store};
 
 /// The `prev_hash` of the first row.
 pub(crate) const GENESIS_HASH: &str =
@@ -110,49 +110,30 @@ impl StoredRow {
 impl Store {
     /// Walks the whole audit chain and names the first row that breaks it.
     pub async fn verify_audit(&self) -> Result<AuditReport> {
-        let sqlx_error = |error| self.shared().sqlx_error(error);
-        let mut rows = sqlx::query_as::<_, StoredRow>(
-            "SELECT id, at, conversation_id, session, action, detail, prev_hash, hash
-             FROM audit ORDER BY id",
-        )
-        .fetch(self.readers());
-        let mut expected_id = 1;
-        let mut prev_hash = GENESIS_HASH.to_owned();
-        let mut checked = 0;
-        let mut first_bad = None;
-        while let Some(row) = rows.try_next().await.map_err(sqlx_error)? {
-            checked += 1;
-            let problem = if row.id != expected_id {
-                Some(format!(
-                    "expected row {expected_id} here; rows were removed or reordered"
-                ))
-            } else if row.prev_hash != prev_hash {
-                Some(
-                    "its prev_hash is not the hash of the row before it; rows were removed or reordered"
-                        .to_owned(),
-                )
-            } else if row.hash != row.recomputed_hash() {
-                Some("its contents do not match its hash; the row was edited".to_owned())
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                first_bad = Some(BadRow {
-                    id: row.id,
-                    problem,
-                });
-                break;
-            }
-            expected_id = row.id + 1;
-            prev_hash = row.hash;
-        }
-        drop(rows);
+        let walked = match self.readers() {
+            Readers::Sqlite(pool) => walk(sqlx::query_as(AUDIT_ROWS_SQL).fetch(pool)).await,
+            Readers::Postgres(pool) => walk(sqlx::query_as(AUDIT_ROWS_SQL).fetch(pool)).await,
+        };
+        let Walk {
+            checked,
+            expected_id,
+            prev_hash,
+            mut first_bad,
+        } = walked.map_err(|error| self.shared().sqlx_error(error))?;
         if first_bad.is_none() {
-            let sequence: Option<i64> =
-                sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'audit'")
-                    .fetch_optional(self.readers())
-                    .await
-                    .map_err(sqlx_error)?;
+            // The last id ever given: SQLite's sequence, PostgreSQL's head.
+            let sequence: Option<i64> = match self.readers() {
+                Readers::Sqlite(_) => read!(
+                    self,
+                    fetch_optional,
+                    query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'audit'")
+                )?,
+                Readers::Postgres(_) => read!(
+                    self,
+                    fetch_optional,
+                    query_scalar("SELECT last_id FROM head WHERE name = 'audit'")
+                )?,
+            };
             if let Some(last) = sequence.filter(|last| *last >= expected_id) {
                 first_bad = Some(BadRow {
                     id: expected_id,
@@ -168,6 +149,61 @@ impl Store {
             first_bad,
         })
     }
+}
+
+/// Every audit row, in id order.
+const AUDIT_ROWS_SQL: &str = "
+SELECT id, at, conversation_id, session, action, detail, prev_hash, hash
+FROM audit ORDER BY id";
+
+/// How far a walk along the chain got.
+struct Walk {
+    checked: u64,
+    /// The id the next row would have.
+    expected_id: i64,
+    /// The hash of the last good row.
+    prev_hash: String,
+    first_bad: Option<BadRow>,
+}
+
+/// Walks `rows` (in id order) until the first one that breaks the chain.
+async fn walk(
+    mut rows: impl futures_util::Stream<Item = Result<StoredRow, sqlx::Error>> + Unpin,
+) -> Result<Walk, sqlx::Error> {
+    let mut walk = Walk {
+        checked: 0,
+        expected_id: 1,
+        prev_hash: GENESIS_HASH.to_owned(),
+        first_bad: None,
+    };
+    while let Some(row) = rows.try_next().await? {
+        walk.checked += 1;
+        let expected_id = walk.expected_id;
+        let problem = if row.id != expected_id {
+            Some(format!(
+                "expected row {expected_id} here; rows were removed or reordered"
+            ))
+        } else if row.prev_hash != walk.prev_hash {
+            Some(
+                "its prev_hash is not the hash of the row before it; rows were removed or reordered"
+                    .to_owned(),
+            )
+        } else if row.hash != row.recomputed_hash() {
+            Some("its contents do not match its hash; the row was edited".to_owned())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            walk.first_bad = Some(BadRow {
+                id: row.id,
+                problem,
+            });
+            break;
+        }
+        walk.expected_id = row.id + 1;
+        walk.prev_hash = row.hash;
+    }
+    Ok(walk)
 }
 
 #[cfg(test)]

@@ -169,13 +169,14 @@ impl Store {
     /// Deletes every expired conversation with its sessions and messages,
     /// auditing each; with `dry_run`, only lists them. Returns their ids.
     pub async fn cleanup_expired(&self, dry_run: bool) -> Result<Vec<ConversationId>> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM conversation WHERE expires_at <= $1 ORDER BY expires_at, id",
-        )
-        .bind(Timestamp::now().as_millis())
-        .fetch_all(self.readers())
-        .await
-        .map_err(|error| self.shared().sqlx_error(error))?;
+        let ids: Vec<String> = read!(
+            self,
+            fetch_all,
+            query_scalar(
+                "SELECT id FROM conversation WHERE expires_at <= $1 ORDER BY expires_at, id"
+            ),
+            Timestamp::now().as_millis()
+        )?;
         let ids = ids
             .iter()
             .map(|id| id.parse())

@@ -58,6 +58,24 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+/// Runs a read statement on the store's read pool, whichever database it is
+/// (the statements are written in the SQL both take): `read!(store, fetch,
+/// query_as(SQL), binds…)`, where `fetch` is `fetch_all`, `fetch_optional`
+/// or `fetch_one` and `query_as` may be `query_scalar`. The database's error
+/// becomes the store's [`Error`].
+macro_rules! read {
+    ($store:expr, $fetch:ident, $make:ident($sql:expr) $(, $bind:expr)* $(,)?) => {
+        match $store.readers() {
+            $crate::store::Readers::Sqlite(pool) => {
+                sqlx::$make($sql)$(.bind($bind))*.$fetch(pool).await
+            }
+            $crate::store::Readers::Postgres(pool) => {
+                sqlx::$make($sql)$(.bind($bind))*.$fetch(pool).await
+            }
+        }
+        .map_err(|error| $store.shared().sqlx_error(error))
+    };
+}
 mod access;
 mod admin;
 mod audit;

@@ -344,12 +344,13 @@ impl Store {
     /// newest id addressed to it, without reading them.
     pub async fn inbox_summary(&self, credentials: &Credentials) -> Result<InboxSummary> {
         let now = Timestamp::now();
-        let row: Option<SummaryRow> = sqlx::query_as(SUMMARY_SQL)
-            .bind(credentials.conversation_id.as_str())
-            .bind(credentials.session.as_str())
-            .fetch_optional(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let row: Option<SummaryRow> = read!(
+            self,
+            fetch_optional,
+            query_as(SUMMARY_SQL),
+            credentials.conversation_id.as_str(),
+            credentials.session.as_str()
+        )?;
         let row = self.admit(credentials, row, now).await?;
         Ok(InboxSummary {
             unread: u64::try_from(row.unread).unwrap_or(0),
@@ -380,14 +381,15 @@ impl Store {
             Some(_) => HISTORY_SINCE_SQL,
             None => HISTORY_LATEST_SQL,
         };
-        let rows: Vec<MessageRowRead> = sqlx::query_as(query)
-            .bind(credentials.conversation_id.as_str())
-            .bind(credentials.session.as_str())
-            .bind(since_id.unwrap_or(0))
-            .bind(i64::from(limit))
-            .fetch_all(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let rows: Vec<MessageRowRead> = read!(
+            self,
+            fetch_all,
+            query_as(query),
+            credentials.conversation_id.as_str(),
+            credentials.session.as_str(),
+            since_id.unwrap_or(0),
+            i64::from(limit)
+        )?;
         let first = rows.first();
         self.authenticate_read(credentials, first.map(MessageRowRead::auth), now)
             .await?;
@@ -412,14 +414,15 @@ impl Store {
         limit: u32,
     ) -> Result<Inbox> {
         let now = Timestamp::now();
-        let rows: Vec<MessageRowRead> = sqlx::query_as(sql)
-            .bind(credentials.conversation_id.as_str())
-            .bind(credentials.session.as_str())
-            .bind(i64::from(limit))
-            .bind(id)
-            .fetch_all(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let rows: Vec<MessageRowRead> = read!(
+            self,
+            fetch_all,
+            query_as(sql),
+            credentials.conversation_id.as_str(),
+            credentials.session.as_str(),
+            i64::from(limit),
+            id
+        )?;
         let first = rows.first();
         self.authenticate_read(credentials, first.map(MessageRowRead::auth), now)
             .await?;
@@ -582,13 +585,14 @@ impl Store {
         conversation_id: &ConversationId,
         limit: u32,
     ) -> Result<Vec<Message>> {
-        let rows: Vec<MessageRowRead> = sqlx::query_as(LATEST_SQL)
-            .bind(conversation_id.as_str())
-            .bind("a")
-            .bind(i64::from(limit))
-            .fetch_all(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let rows: Vec<MessageRowRead> = read!(
+            self,
+            fetch_all,
+            query_as(LATEST_SQL),
+            conversation_id.as_str(),
+            "a",
+            i64::from(limit)
+        )?;
         rows.iter()
             .filter_map(|row| row.message(self.path(), conversation_id).transpose())
             .collect()

@@ -73,12 +73,13 @@ impl Store {
     /// The status and liveness of the caller's partner.
     pub async fn partner_status(&self, credentials: &Credentials) -> Result<SessionStatus> {
         let now = Timestamp::now();
-        let row: Option<PartnerRow> = sqlx::query_as(PARTNER_SQL)
-            .bind(credentials.conversation_id.as_str())
-            .bind(credentials.session.as_str())
-            .fetch_optional(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let row: Option<PartnerRow> = read!(
+            self,
+            fetch_optional,
+            query_as(PARTNER_SQL),
+            credentials.conversation_id.as_str(),
+            credentials.session.as_str()
+        )?;
         let row = self.admit(credentials, row, now).await?;
         let at = |millis: Option<i64>| millis.map(Timestamp::from_millis);
         let last_heard = row

@@ -240,7 +240,7 @@ pub struct Store {
 
 struct Inner {
     shared: Arc<Shared>,
-    readers: SqlitePool,
+    readers: Readers,
     writer: Writer,
     /// Checkpoints the WAL after the writer's commits; taken by `close`.
     checkpointer: Mutex<Option<Checkpointer>>,
@@ -251,6 +251,15 @@ struct Inner {
     /// Device and inode of the database file when opened, to notice that it
     /// was replaced.
     identity: Option<(u64, u64)>,
+}
+
+/// The pool of read connections, of either database. Reads go through
+/// `read!`, which runs one statement text on either.
+pub(crate) enum Readers {
+    Sqlite(SqlitePool),
+    // WIP (issue 14): opened once the store opens PostgreSQL.
+    #[allow(dead_code)]
+    Postgres(sqlx::PgPool),
 }
 
 /// Empties `slot` (a part the store stops once), whatever a panic elsewhere
@@ -355,7 +364,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
-                readers,
+                readers: Readers::Sqlite(readers),
                 writer,
                 checkpointer: Mutex::new(Some(checkpointer)),
                 watcher: Mutex::new(None),
@@ -394,7 +403,10 @@ impl Store {
         }
         // The writer's connection last: the last connection to close
         // checkpoints the WAL and removes it, which a read-only one cannot.
-        self.inner.readers.close().await;
+        match &self.inner.readers {
+            Readers::Sqlite(pool) => pool.close().await,
+            Readers::Postgres(pool) => pool.close().await,
+        }
         self.inner.writer.close().await;
         self.inner.shared.changes.close();
         self.inner.shared.commits.close();
@@ -425,7 +437,7 @@ impl Store {
         &self.inner.shared
     }
 
-    pub(crate) fn readers(&self) -> &SqlitePool {
+    pub(crate) fn readers(&self) -> &Readers {
         &self.inner.readers
     }
 

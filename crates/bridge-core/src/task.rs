@@ -221,11 +221,7 @@ impl Store {
 
     /// The task `id`, wherever it is now, if it exists.
     async fn task_by_id(&self, id: i64) -> Result<Option<Task>> {
-        let row: Option<TaskRead> = sqlx::query_as(TASK_SQL)
-            .bind(id)
-            .fetch_optional(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let row: Option<TaskRead> = read!(self, fetch_optional, query_as(TASK_SQL), id)?;
         row.map_or(Ok(None), |row| row.task(self.path()))
     }
 
@@ -237,13 +233,14 @@ impl Store {
         state: Option<TaskState>,
     ) -> Result<Vec<Task>> {
         let now = Timestamp::now();
-        let rows: Vec<TaskRead> = sqlx::query_as(LIST_SQL)
-            .bind(credentials.conversation_id.as_str())
-            .bind(credentials.session.as_str())
-            .bind(state.map(TaskState::as_str))
-            .fetch_all(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let rows: Vec<TaskRead> = read!(
+            self,
+            fetch_all,
+            query_as(LIST_SQL),
+            credentials.conversation_id.as_str(),
+            credentials.session.as_str(),
+            state.map(TaskState::as_str)
+        )?;
         let first = rows.first();
         let found = first.map(|row| {
             (
@@ -289,12 +286,13 @@ impl Store {
     /// The workers (sessions `b`) of live conversations, of one team or
     /// all, with their signs of life and open tasks.
     pub async fn workers(&self, team: Option<&str>) -> Result<Vec<Worker>> {
-        let rows: Vec<WorkerRead> = sqlx::query_as(WORKERS_SQL)
-            .bind(Timestamp::now().as_millis())
-            .bind(team)
-            .fetch_all(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let rows: Vec<WorkerRead> = read!(
+            self,
+            fetch_all,
+            query_as(WORKERS_SQL),
+            Timestamp::now().as_millis(),
+            team
+        )?;
         let window = self.options().liveness_window;
         let now = Timestamp::now();
         rows.into_iter()
@@ -314,13 +312,14 @@ impl Store {
     ) -> Result<WorkerScan> {
         let now = Timestamp::now();
         let before = now.as_millis() - i64::try_from(threshold.as_millis()).unwrap_or(i64::MAX);
-        let rows: Vec<WorkerRead> = sqlx::query_as(SCAN_SQL)
-            .bind(now.as_millis())
-            .bind(team)
-            .bind(before)
-            .fetch_all(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let rows: Vec<WorkerRead> = read!(
+            self,
+            fetch_all,
+            query_as(SCAN_SQL),
+            now.as_millis(),
+            team,
+            before
+        )?;
         let window = self.options().liveness_window;
         let mut scan = WorkerScan::default();
         for row in rows {
@@ -400,11 +399,12 @@ impl Store {
         let sources: HashSet<&ConversationId> = from.iter().collect();
         let mut held: Vec<TaskRow> = Vec::new();
         for conversation_id in from {
-            let rows: Vec<TaskRead> = sqlx::query_as(HELD_SQL)
-                .bind(conversation_id.as_str())
-                .fetch_all(self.readers())
-                .await
-                .map_err(|error| self.shared().sqlx_error(error))?;
+            let rows: Vec<TaskRead> = read!(
+                self,
+                fetch_all,
+                query_as(HELD_SQL),
+                conversation_id.as_str()
+            )?;
             for row in &rows {
                 if let Some(task) = row.task_row(self.path())? {
                     held.push(task);

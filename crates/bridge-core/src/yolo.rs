@@ -198,14 +198,15 @@ impl Store {
     /// The approval tokens still usable (neither used nor expired), oldest
     /// first.
     pub async fn approvals(&self) -> Result<Vec<Approval>> {
-        let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
-            "SELECT preview, conversation_id, created_at, expires_at FROM approval
-             WHERE used_at IS NULL AND expires_at > $1 ORDER BY id",
-        )
-        .bind(Timestamp::now().as_millis())
-        .fetch_all(self.readers())
-        .await
-        .map_err(|error| self.shared().sqlx_error(error))?;
+        let rows: Vec<(String, Option<String>, i64, i64)> = read!(
+            self,
+            fetch_all,
+            query_as(
+                "SELECT preview, conversation_id, created_at, expires_at FROM approval
+             WHERE used_at IS NULL AND expires_at > $1 ORDER BY id"
+            ),
+            Timestamp::now().as_millis()
+        )?;
         rows.into_iter()
             .map(|(preview, conversation_id, created_at, expires_at)| {
                 Ok(Approval {
@@ -221,13 +222,12 @@ impl Store {
     /// Removes the approval tokens that can no longer be used (expired or
     /// used); returns how many.
     pub async fn cleanup_approvals(&self) -> Result<u64> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM approval WHERE used_at IS NOT NULL OR expires_at <= $1",
-        )
-        .bind(Timestamp::now().as_millis())
-        .fetch_all(self.readers())
-        .await
-        .map_err(|error| self.shared().sqlx_error(error))?;
+        let ids: Vec<i64> = read!(
+            self,
+            fetch_all,
+            query_scalar("SELECT id FROM approval WHERE used_at IS NOT NULL OR expires_at <= $1"),
+            Timestamp::now().as_millis()
+        )?;
         if ids.is_empty() {
             return Ok(0);
         }
@@ -241,12 +241,13 @@ impl Store {
     /// may (a stale `last_seen`, the audit row of a wrong token).
     pub async fn yolo_settings(&self, credentials: &Credentials) -> Result<YoloSettings> {
         let now = Timestamp::now();
-        let row: Option<SettingsRow> = sqlx::query_as(SETTINGS_SQL)
-            .bind(credentials.conversation_id.as_str())
-            .bind(credentials.session.as_str())
-            .fetch_optional(self.readers())
-            .await
-            .map_err(|error| self.shared().sqlx_error(error))?;
+        let row: Option<SettingsRow> = read!(
+            self,
+            fetch_optional,
+            query_as(SETTINGS_SQL),
+            credentials.conversation_id.as_str(),
+            credentials.session.as_str()
+        )?;
         let row = self.admit(credentials, row, now).await?;
         let conversation_id = &credentials.conversation_id;
         let Some(enabled_at) = row.enabled_at else {
