@@ -30,7 +30,6 @@ pub struct PostgresUrl {
 
 impl PostgresUrl {
     /// The whole URL, password included: for the driver only.
-    #[allow(dead_code)] // WIP (issue 14): used once the store opens PostgreSQL.
     pub(crate) fn secret(&self) -> &str {
         &self.url
     }

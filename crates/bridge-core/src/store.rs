@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::auth::{ConversationId, Credentials, ServerKey, SessionId};
@@ -29,15 +30,19 @@ use crate::checkpoint::Checkpointer;
 use crate::config;
 use crate::error::{Error, Result};
 use crate::limit::Limits;
-use crate::location::Location;
+use crate::location::{Location, PostgresUrl};
 use crate::lockfile::LockFile;
 use crate::time::Timestamp;
 use crate::watch::{self, ChangeSubscription, Changes, DatabaseWatcher};
+use crate::writer::postgres::PgEngine;
 use crate::writer::sqlite::SqliteEngine;
 use crate::writer::{Lookups, Operation, Writer};
 
 /// The migrations, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The PostgreSQL migrations, embedded at build time.
+static PG_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The `meta` key under which the server key's fingerprint is kept.
 const FINGERPRINT_KEY: &str = "key_fingerprint";
@@ -156,8 +161,8 @@ pub(crate) struct Shared {
     pub(crate) changes: Changes,
     /// This store's own commits: what the checkpointer follows.
     pub(crate) commits: Changes,
-    /// The WAL, whose times announce commits to other processes.
-    pub(crate) wal: PathBuf,
+    /// SQLite's WAL, whose times announce commits to other processes.
+    pub(crate) wal: Option<PathBuf>,
 }
 
 /// Why an authentication failed.
@@ -174,7 +179,9 @@ impl Shared {
     pub(crate) fn notify_commit(&self) {
         self.changes.notify();
         self.commits.notify();
-        watch::announce_commit(&self.wal);
+        if let Some(wal) = &self.wal {
+            watch::announce_commit(wal);
+        }
     }
 
     /// An engine error, in the words a person understands.
@@ -246,8 +253,8 @@ struct Inner {
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Started by the first [`Store::subscribe`]; stopped with the store.
     watcher: Mutex<Option<DatabaseWatcher>>,
-    /// How the watcher's poll connects (read only).
-    watch_connect: SqliteConnectOptions,
+    /// How the watcher's poll connects (read only); `None` on PostgreSQL.
+    watch_connect: Option<SqliteConnectOptions>,
     /// Device and inode of the database file when opened, to notice that it
     /// was replaced.
     identity: Option<(u64, u64)>,
@@ -257,8 +264,6 @@ struct Inner {
 /// `read!`, which runs one statement text on either.
 pub(crate) enum Readers {
     Sqlite(SqlitePool),
-    // WIP (issue 14): opened once the store opens PostgreSQL.
-    #[allow(dead_code)]
     Postgres(sqlx::PgPool),
 }
 
@@ -291,11 +296,8 @@ impl Store {
         let path = match &options.location {
             Location::File(path) => path.clone(),
             Location::Postgres(url) => {
-                // WIP (issue 14): the PostgreSQL store is being built.
-                return Err(Error::Database {
-                    path: url.to_string().into(),
-                    message: "PostgreSQL stores are not built yet".into(),
-                });
+                let url = url.clone();
+                return open_postgres(options, &url, &key_path).await;
             }
         };
         prepare_database_file(&path, options.create)?;
@@ -346,7 +348,7 @@ impl Store {
             ),
             changes: Changes::new(),
             commits: Changes::new(),
-            wal: watch::wal_of(&path),
+            wal: Some(watch::wal_of(&path)),
             key,
             path,
             options,
@@ -368,7 +370,7 @@ impl Store {
                 writer,
                 checkpointer: Mutex::new(Some(checkpointer)),
                 watcher: Mutex::new(None),
-                watch_connect: connect.read_only(true),
+                watch_connect: Some(connect.read_only(true)),
                 identity,
             }),
         })
@@ -422,12 +424,15 @@ impl Store {
             .watcher
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if watcher.is_none() && !shared.changes.is_closed() {
+        if let Some(connect) = &self.inner.watch_connect
+            && watcher.is_none()
+            && !shared.changes.is_closed()
+        {
             *watcher = Some(DatabaseWatcher::start(
                 &shared.path,
                 shared.changes.clone(),
                 shared.options.poll_interval,
-                self.inner.watch_connect.clone(),
+                connect.clone(),
             ));
         }
         shared.changes.subscribe()
@@ -556,6 +561,122 @@ impl Operation for TouchOp {
     fn apply(&self, batch: &mut crate::writer::Batch<'_>) -> Result<()> {
         batch.authenticate(&self.credentials)
     }
+}
+
+/// Opens (creating its tables on first use) the PostgreSQL store at `url`.
+///
+/// WIP (issue 14): the change feed is this process's own commits only
+/// (LISTEN/NOTIFY comes next), PostgreSQL's errors are not yet put in plain
+/// words, and TLS options are untested.
+async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path) -> Result<Store> {
+    let shown = PathBuf::from(url.to_string());
+    let sqlx_error = |error| Error::from_sqlx(error, &shown, options.busy_timeout);
+    let connect: PgConnectOptions =
+        url.secret()
+            .parse()
+            .map_err(|error: sqlx::Error| Error::Database {
+                path: shown.clone(),
+                message: format!("not a PostgreSQL URL: {error}"),
+            })?;
+    // Setup runs through a pool of one, as on SQLite (the migrator's future
+    // is only `Send` when given a pool); its connection becomes the writer's.
+    let setup_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect.clone())
+        .await
+        .map_err(sqlx_error)?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .fetch_all(&setup_pool)
+    .await
+    .map_err(sqlx_error)?;
+    let has = |name: &str| tables.iter().any(|table| table == name);
+    let applied: BTreeSet<i64> = if has("_sqlx_migrations") {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&setup_pool)
+            .await
+            .map_err(sqlx_error)?
+            .into_iter()
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    let found = Found {
+        wal: true,
+        applied,
+        foreign_tables: !tables.is_empty() && !has("_sqlx_migrations"),
+        fingerprint: None,
+    };
+    check_schema_of(&PG_MIGRATOR, &found, &shown)?;
+    // The migrator holds an advisory lock while it runs: hubs starting
+    // together apply each migration once.
+    PG_MIGRATOR
+        .run(&setup_pool)
+        .await
+        .map_err(|error| migrate_error(error, &shown))?;
+    let recorded: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+        .bind(FINGERPRINT_KEY)
+        .fetch_optional(&setup_pool)
+        .await
+        .map_err(sqlx_error)?;
+    let key = match recorded {
+        Some(fingerprint) => matching_key(key_path, &shown, Some(&fingerprint))?,
+        None => {
+            let key = match ServerKey::load(key_path)? {
+                Some(key) => key,
+                None => ServerKey::create(key_path)?,
+            };
+            // Two hubs setting up at once: the first fingerprint stands, and
+            // the other hub's key is checked against it.
+            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(FINGERPRINT_KEY)
+                .bind(key.fingerprint())
+                .execute(&setup_pool)
+                .await
+                .map_err(sqlx_error)?;
+            let recorded: Option<String> =
+                sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                    .bind(FINGERPRINT_KEY)
+                    .fetch_optional(&setup_pool)
+                    .await
+                    .map_err(sqlx_error)?;
+            matching_key(key_path, &shown, recorded.as_deref())?;
+            key
+        }
+    };
+    let connection = setup_pool.acquire().await.map_err(sqlx_error)?.detach();
+    setup_pool.close().await;
+    let readers = PgPoolOptions::new()
+        .max_connections(options.readers.max(1))
+        .connect_with(connect.clone())
+        .await
+        .map_err(sqlx_error)?;
+    let shared = Arc::new(Shared {
+        limits: Limits::new(
+            options.rate_limit_per_minute,
+            options.auth_failures_per_minute,
+        ),
+        changes: Changes::new(),
+        commits: Changes::new(),
+        wal: None,
+        key,
+        path: shown,
+        options,
+    });
+    let writer = Writer::start(Arc::clone(&shared), PgEngine::new(connection, connect));
+    tracing::debug!(database = %shared.path.display(), "store opened");
+    Ok(Store {
+        inner: Arc::new(Inner {
+            shared,
+            readers: Readers::Postgres(readers),
+            writer,
+            checkpointer: Mutex::new(None),
+            watcher: Mutex::new(None),
+            watch_connect: None,
+            identity: None,
+        }),
+    })
 }
 
 /// Makes sure the database file exists (creating it and its parents, mode
@@ -713,7 +834,12 @@ async fn check_writable(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 /// Refuses databases that are newer than this binary or belong to another
 /// program.
 fn check_schema(found: &Found, path: &Path) -> Result<()> {
-    let supported = MIGRATOR
+    check_schema_of(&MIGRATOR, found, path)
+}
+
+/// [`check_schema`] against the migrations of `migrator`.
+fn check_schema_of(migrator: &Migrator, found: &Found, path: &Path) -> Result<()> {
+    let supported = migrator
         .iter()
         .map(|migration| migration.version)
         .max()
@@ -728,7 +854,7 @@ fn check_schema(found: &Found, path: &Path) -> Result<()> {
         });
     }
     let unknown = found.applied.iter().any(|version| {
-        !MIGRATOR
+        !migrator
             .iter()
             .any(|migration| migration.version == *version)
     });

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use bridge_core::{Location, NewMessage, Store, StoreOptions};
 use bridge_tests::TempDb;
 use bridge_tests::postgres::PgServer;
 use sqlx::migrate::Migrator;
@@ -111,4 +112,70 @@ async fn the_postgresql_schema_has_every_table_and_column_of_the_sqlite_one() {
         ]
     );
     connection.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_postgresql_store_carries_a_conversation_its_messages_and_its_audit_chain() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let url = server.create_database("store").await;
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    let mut options = StoreOptions::at(Location::parse(&url).expect("a PostgreSQL URL"));
+    options.key_file = Some(keys.path().join("server.key"));
+    let store = Store::open(options.clone()).await.expect("open");
+    let pair = bridge_tests::pair(&store).await;
+    for body in ["one", "two", "three"] {
+        store
+            .send(&pair.a, NewMessage::new(body))
+            .await
+            .expect("send");
+    }
+    let bodies: Vec<String> = store
+        .check(&pair.b, 10)
+        .await
+        .expect("check")
+        .into_iter()
+        .map(|message| message.body)
+        .collect();
+    assert_eq!(bodies, ["one", "two", "three"]);
+    let report = store.verify_audit().await.expect("verify");
+    assert!(report.first_bad.is_none(), "{report:?}");
+    assert!(report.rows >= 4, "{report:?}");
+    store.close().await;
+
+    // Opened again, with the same key: everything is there, tokens work.
+    let store = Store::open(options.clone()).await.expect("open again");
+    assert_eq!(
+        store.peek(&pair.b, 10).await.expect("peek").len(),
+        0,
+        "what was confirmed stays confirmed"
+    );
+    store.close().await;
+
+    // Without its key file: refused, not replaced by a new key.
+    let mut other = options;
+    let other_key = keys.path().join("other.key");
+    other.key_file = Some(other_key.clone());
+    let error = Store::open(other.clone())
+        .await
+        .expect_err("no key")
+        .to_string();
+    assert!(
+        error.contains("is missing, but database postgres://"),
+        "{error}"
+    );
+    assert!(!other_key.exists(), "no key was made");
+
+    // With another key (made by an SQLite store): refused.
+    let sqlite = TempDb::new();
+    let mut made = sqlite.options();
+    made.key_file = Some(other_key);
+    Store::open(made).await.expect("make a key").close().await;
+    let error = Store::open(other)
+        .await
+        .expect_err("another key")
+        .to_string();
+    assert!(error.contains("does not match database"), "{error}");
+    assert!(!error.contains(server.password()), "{error}");
 }

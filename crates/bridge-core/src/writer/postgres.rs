@@ -23,9 +23,6 @@
 //!
 //! [`Batch`]: super::Batch
 
-// Work in progress (issue 14): the store does not open PostgreSQL yet.
-#![allow(dead_code)]
-
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Executor};
