@@ -97,6 +97,7 @@ mod store;
 mod task;
 mod time;
 mod watch;
+mod watch_pg;
 mod writer;
 mod yolo;
 

@@ -34,6 +34,7 @@ use crate::location::{Location, PostgresUrl};
 use crate::lockfile::LockFile;
 use crate::time::Timestamp;
 use crate::watch::{self, ChangeSubscription, Changes, DatabaseWatcher};
+use crate::watch_pg::PgWatcher;
 use crate::writer::postgres::PgEngine;
 use crate::writer::sqlite::SqliteEngine;
 use crate::writer::{Lookups, Operation, Writer};
@@ -252,12 +253,27 @@ struct Inner {
     /// Checkpoints the WAL after the writer's commits; taken by `close`.
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Started by the first [`Store::subscribe`]; stopped with the store.
-    watcher: Mutex<Option<DatabaseWatcher>>,
-    /// How the watcher's poll connects (read only); `None` on PostgreSQL.
-    watch_connect: Option<SqliteConnectOptions>,
+    watcher: Mutex<Option<Watcher>>,
+    /// How the watcher connects.
+    watch_from: WatchFrom,
     /// Device and inode of the database file when opened, to notice that it
     /// was replaced.
     identity: Option<(u64, u64)>,
+}
+
+/// What notices other processes' commits: SQLite's file events and poll, or
+/// PostgreSQL's notifications.
+enum Watcher {
+    Files(DatabaseWatcher),
+    Postgres(PgWatcher),
+}
+
+/// How a [`Watcher`] connects.
+enum WatchFrom {
+    /// A read-only SQLite connection for the poll.
+    Sqlite(SqliteConnectOptions),
+    /// The listener's own connection, and the read pool for the check.
+    Postgres(PgConnectOptions, sqlx::PgPool),
 }
 
 /// The pool of read connections, of either database. Reads go through
@@ -370,7 +386,7 @@ impl Store {
                 writer,
                 checkpointer: Mutex::new(Some(checkpointer)),
                 watcher: Mutex::new(None),
-                watch_connect: Some(connect.read_only(true)),
+                watch_from: WatchFrom::Sqlite(connect.read_only(true)),
                 identity,
             }),
         })
@@ -397,8 +413,10 @@ impl Store {
     /// Finishes queued writes, then closes every connection. Calls made
     /// afterwards fail with [`Error::Closed`].
     pub async fn close(&self) {
-        if let Some(watcher) = take(&self.inner.watcher) {
-            watcher.stop().await;
+        match take(&self.inner.watcher) {
+            Some(Watcher::Files(watcher)) => watcher.stop().await,
+            Some(Watcher::Postgres(watcher)) => watcher.stop().await,
+            None => {}
         }
         if let Some(checkpointer) = take(&self.inner.checkpointer) {
             checkpointer.close().await;
@@ -424,16 +442,22 @@ impl Store {
             .watcher
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if let Some(connect) = &self.inner.watch_connect
-            && watcher.is_none()
-            && !shared.changes.is_closed()
-        {
-            *watcher = Some(DatabaseWatcher::start(
-                &shared.path,
-                shared.changes.clone(),
-                shared.options.poll_interval,
-                connect.clone(),
-            ));
+        if watcher.is_none() && !shared.changes.is_closed() {
+            let interval = shared.options.poll_interval;
+            *watcher = Some(match &self.inner.watch_from {
+                WatchFrom::Sqlite(connect) => Watcher::Files(DatabaseWatcher::start(
+                    &shared.path,
+                    shared.changes.clone(),
+                    interval,
+                    connect.clone(),
+                )),
+                WatchFrom::Postgres(connect, pool) => Watcher::Postgres(PgWatcher::start(
+                    connect.clone(),
+                    pool.clone(),
+                    shared.changes.clone(),
+                    interval,
+                )),
+            });
         }
         shared.changes.subscribe()
     }
@@ -664,6 +688,7 @@ async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path
         path: shown,
         options,
     });
+    let (connect_for_watch, pool_for_watch) = (connect.clone(), readers.clone());
     let writer = Writer::start(Arc::clone(&shared), PgEngine::new(connection, connect));
     tracing::debug!(database = %shared.path.display(), "store opened");
     Ok(Store {
@@ -673,7 +698,7 @@ async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path
             writer,
             checkpointer: Mutex::new(None),
             watcher: Mutex::new(None),
-            watch_connect: None,
+            watch_from: WatchFrom::Postgres(connect_for_watch, pool_for_watch),
             identity: None,
         }),
     })

@@ -179,3 +179,45 @@ async fn a_postgresql_store_carries_a_conversation_its_messages_and_its_audit_ch
     assert!(error.contains("does not match database"), "{error}");
     assert!(!error.contains(server.password()), "{error}");
 }
+
+#[tokio::test]
+async fn a_commit_through_one_store_wakes_a_subscriber_of_another_on_the_same_database() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let url = server.create_database("two").await;
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    let mut options = StoreOptions::at(Location::parse(&url).expect("a PostgreSQL URL"));
+    options.key_file = Some(keys.path().join("server.key"));
+    // A poll far longer than the test: only a notification can wake it.
+    options.poll_interval = std::time::Duration::from_secs(3600);
+    let one = Store::open(options.clone()).await.expect("open one");
+    let two = Store::open(options).await.expect("open two");
+    let pair = bridge_tests::pair(&one).await;
+    let mut changes = two.subscribe();
+    // The first wake-up is the listener's start (it looks again at whatever
+    // was committed before it listened).
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+        .await
+        .expect("the listener starts")
+        .expect("open");
+    for body in ["one", "two"] {
+        one.send(&pair.a, NewMessage::new(body))
+            .await
+            .expect("send");
+        tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+            .await
+            .expect("woken by the other store's commit")
+            .expect("open");
+    }
+    let bodies: Vec<String> = two
+        .check(&pair.b, 10)
+        .await
+        .expect("check through the other store")
+        .into_iter()
+        .map(|message| message.body)
+        .collect();
+    assert_eq!(bodies, ["one", "two"]);
+    one.close().await;
+    two.close().await;
+}

@@ -148,6 +148,10 @@ impl PgEngine {
             .bind(heads.last_audit_id)
             .bind(heads.last_task_id)
             .bind(heads.last_hash.as_deref())
+            .bind(format!(
+                "message={},audit={},task={}",
+                heads.last_message_id, heads.last_audit_id, heads.last_task_id
+            ))
             .execute(&mut *connection)
             .await?;
         connection.execute("COMMIT").await?;
@@ -178,10 +182,15 @@ impl PgEngine {
 const LOCK_SQL: &str = "SELECT name, last_id, hash FROM head ORDER BY name FOR UPDATE";
 
 /// Writes the heads a batch leaves ($1 message, $2 audit, $3 task, $4 the
-/// audit chain's last hash).
+/// audit chain's last hash) and notifies the stores listening (see
+/// `watch_pg`) with them ($5), delivered when the transaction commits.
 const HEADS_SQL: &str = "
-UPDATE head SET last_id = CASE name WHEN 'message' THEN $1 WHEN 'audit' THEN $2 ELSE $3 END,
-                hash = CASE name WHEN 'audit' THEN $4 ELSE hash END";
+WITH updated AS (
+    UPDATE head
+    SET last_id = CASE name WHEN 'message' THEN $1 WHEN 'audit' THEN $2 ELSE $3 END,
+        hash = CASE name WHEN 'audit' THEN $4 ELSE hash END
+    RETURNING 1)
+SELECT pg_notify('mcp_bridge', $5) FROM (SELECT count(*) FROM updated) AS done";
 
 /// The rows a batch names, as one JSON document of arrays (sessions, tasks,
 /// yolo, approvals, access, idempotency), from the lookups' JSON arrays in
