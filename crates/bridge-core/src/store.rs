@@ -589,9 +589,9 @@ impl Operation for TouchOp {
 
 /// Opens (creating its tables on first use) the PostgreSQL store at `url`.
 ///
-/// WIP (issue 14): the change feed is this process's own commits only
-/// (LISTEN/NOTIFY comes next), PostgreSQL's errors are not yet put in plain
-/// words, and TLS options are untested.
+/// Still to come (issue 14): PostgreSQL's errors in plain words (they pass
+/// through as sqlx words them), and a test of TLS (`sslmode`,
+/// `sslrootcert` in the URL; rustls with ring).
 async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path) -> Result<Store> {
     let shown = PathBuf::from(url.to_string());
     let sqlx_error = |error| Error::from_sqlx(error, &shown, options.busy_timeout);
