@@ -647,10 +647,7 @@ async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path
     let key = match recorded {
         Some(fingerprint) => matching_key(key_path, &shown, Some(&fingerprint))?,
         None => {
-            let key = match ServerKey::load(key_path)? {
-                Some(key) => key,
-                None => ServerKey::create(key_path)?,
-            };
+            let key = load_or_create_key(key_path)?;
             // Two hubs setting up at once: the first fingerprint stands, and
             // the other hub's key is checked against it.
             sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -829,10 +826,7 @@ async fn setup(
     match found.fingerprint {
         Some(fingerprint) => matching_key(key_path, path, Some(&fingerprint)),
         None => {
-            let key = match ServerKey::load(key_path)? {
-                Some(key) => key,
-                None => ServerKey::create(key_path)?,
-            };
+            let key = load_or_create_key(key_path)?;
             sqlx::query("INSERT INTO meta (key, value) VALUES (?1, ?2)")
                 .bind(FINGERPRINT_KEY)
                 .bind(key.fingerprint())
@@ -887,6 +881,15 @@ fn check_schema_of(migrator: &Migrator, found: &Found, path: &Path) -> Result<()
         return Err(Error::ForeignDatabase { path: path.into() });
     }
     Ok(())
+}
+
+/// The key in `key_path`, made there if there is none yet (a database
+/// that records no fingerprint is new).
+fn load_or_create_key(key_path: &Path) -> Result<ServerKey> {
+    match ServerKey::load(key_path)? {
+        Some(key) => Ok(key),
+        None => ServerKey::create(key_path),
+    }
 }
 
 /// Loads the key file and checks it against the database's fingerprint.

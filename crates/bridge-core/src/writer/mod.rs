@@ -95,6 +95,16 @@ impl Lookups {
         self.idempotency.push(key.clone());
     }
 
+    /// Every row the operations of `jobs` need, each named once.
+    fn of(jobs: &[Box<dyn Job>]) -> Lookups {
+        let mut lookups = Lookups::default();
+        for job in jobs {
+            job.lookups(&mut lookups);
+        }
+        lookups.tidy();
+        lookups
+    }
+
     fn tidy(&mut self) {
         self.sessions.sort();
         self.sessions.dedup();

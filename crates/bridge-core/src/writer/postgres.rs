@@ -67,11 +67,7 @@ impl Engine for PgEngine {
                 .map_err(|error| Failure::Read(shared.sqlx_error(error)))?;
             self.connection = Some(connection);
         }
-        let mut lookups = Lookups::default();
-        for job in jobs.iter() {
-            job.lookups(&mut lookups);
-        }
-        lookups.tidy();
+        let lookups = Lookups::of(jobs);
         let state = match self.read_phase(shared, &lookups).await {
             Ok(state) => state,
             Err(error) => {

@@ -99,11 +99,7 @@ impl Engine for SqliteEngine {
                 .map_err(|error| Failure::Read(shared.sqlx_error(error)))?;
             self.connection = Some(connection);
         }
-        let mut lookups = Lookups::default();
-        for job in jobs.iter() {
-            job.lookups(&mut lookups);
-        }
-        lookups.tidy();
+        let lookups = Lookups::of(jobs);
         let lookup_json = lookups.json();
 
         let remembered = self
