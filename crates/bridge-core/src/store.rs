@@ -175,6 +175,24 @@ pub(crate) enum AuthFailure {
 }
 
 impl Shared {
+    /// What a store opened at `path` (the URL without its password, for
+    /// PostgreSQL) shares, with `options` and the server `key`; `wal` is
+    /// SQLite's.
+    fn new(path: PathBuf, wal: Option<PathBuf>, options: StoreOptions, key: ServerKey) -> Shared {
+        Shared {
+            limits: Limits::new(
+                options.rate_limit_per_minute,
+                options.auth_failures_per_minute,
+            ),
+            changes: Changes::new(),
+            commits: Changes::new(),
+            wal,
+            key,
+            path,
+            options,
+        }
+    }
+
     /// Tells subscribers, the checkpointer and other processes' watchers
     /// that the writer committed.
     pub(crate) fn notify_commit(&self) {
@@ -357,18 +375,8 @@ impl Store {
             .await
             .map_err(sqlx_error)?;
 
-        let shared = Arc::new(Shared {
-            limits: Limits::new(
-                options.rate_limit_per_minute,
-                options.auth_failures_per_minute,
-            ),
-            changes: Changes::new(),
-            commits: Changes::new(),
-            wal: Some(watch::wal_of(&path)),
-            key,
-            path,
-            options,
-        });
+        let wal = Some(watch::wal_of(&path));
+        let shared = Arc::new(Shared::new(path, wal, options, key));
         let checkpointer =
             Checkpointer::start(connect.clone(), &shared.commits, shared.path.clone());
         let engine = SqliteEngine::new(
@@ -673,18 +681,7 @@ async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path
         .connect_with(connect.clone())
         .await
         .map_err(sqlx_error)?;
-    let shared = Arc::new(Shared {
-        limits: Limits::new(
-            options.rate_limit_per_minute,
-            options.auth_failures_per_minute,
-        ),
-        changes: Changes::new(),
-        commits: Changes::new(),
-        wal: None,
-        key,
-        path: shown,
-        options,
-    });
+    let shared = Arc::new(Shared::new(shown, None, options, key));
     let (connect_for_watch, pool_for_watch) = (connect.clone(), readers.clone());
     let writer = Writer::start(Arc::clone(&shared), PgEngine::new(connection, connect));
     tracing::debug!(database = %shared.path.display(), "store opened");
