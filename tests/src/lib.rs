@@ -4,6 +4,12 @@
 //! or as an unprivileged user), the workspace's binaries ([`bin`]) and MCP
 //! clients of `bridge-mcp` ([`mcp`], and a raw HTTP one: [`http`]), and a
 //! throwaway PostgreSQL server ([`postgres`]).
+//!
+//! Every test binary runs its tests twice: on SQLite files, and again in a
+//! child process on a throwaway PostgreSQL cluster
+//! ([`postgres::rerun_on_postgres`]). In that child, [`TempDb`] is a fresh
+//! database on the cluster instead of a file, so one test source covers both
+//! stores.
 
 pub mod bin;
 pub mod daemon;
@@ -18,10 +24,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use bridge_core::{
-    CreatedConversation, Credentials, NewConversation, SessionId, Store, StoreOptions,
+    CreatedConversation, Credentials, Location, NewConversation, SessionId, Store, StoreOptions,
 };
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{AnyConnection, Connection, SqliteConnection};
 use tempfile::TempDir;
+
+use crate::postgres::TestDatabase;
 
 /// Set in the environment of a child started by [`rerun_in_child`].
 pub const CHILD_ENV: &str = "BRIDGE_TEST_CHILD";
@@ -29,38 +37,70 @@ pub const CHILD_ENV: &str = "BRIDGE_TEST_CHILD";
 /// The user id of an unprivileged user (`nobody`).
 pub const NOBODY: u32 = 65534;
 
-/// A temporary directory with a database path inside it. The directory and
-/// everything in it is removed when this is dropped.
+/// A test's store: a temporary directory with a database file inside it, or,
+/// in the PostgreSQL run of the tests, a fresh database on the test cluster
+/// (and the directory, for the test's other files). Everything is removed
+/// when this is dropped.
 pub struct TempDb {
     /// The directory, kept alive as long as the test needs it.
     pub dir: TempDir,
-    /// `<dir>/bridge.db`.
+    /// The database, as every binary takes it (`--db`, `BRIDGE_DB`):
+    /// `<dir>/bridge.db`, or the URL of this test's PostgreSQL database.
     pub path: PathBuf,
+    /// The PostgreSQL database, dropped with this.
+    postgres: Option<TestDatabase>,
 }
 
 impl TempDb {
-    /// A new, empty temporary directory.
+    /// A new, empty store: a file path in a new temporary directory, or a
+    /// new database in the PostgreSQL run.
     pub fn new() -> TempDb {
         let dir = tempfile::tempdir().expect("create a temporary directory");
-        let path = dir.path().join("bridge.db");
-        TempDb { dir, path }
+        TempDb::in_dir(dir)
     }
 
-    /// A new, empty temporary directory for a benchmark: in `$BENCH_DIR`
-    /// if set (another file system, say), else the system's.
+    /// A new, empty store for a benchmark: its directory in `$BENCH_DIR` if
+    /// set (another file system, say), else the system's.
     pub fn for_bench() -> TempDb {
         let Some(parent) = std::env::var_os("BENCH_DIR") else {
             return TempDb::new();
         };
-        let dir = tempfile::tempdir_in(parent).expect("create a temporary directory");
-        let path = dir.path().join("bridge.db");
-        TempDb { dir, path }
+        TempDb::in_dir(tempfile::tempdir_in(parent).expect("create a temporary directory"))
+    }
+
+    fn in_dir(dir: TempDir) -> TempDb {
+        match TestDatabase::create_if_on_postgres() {
+            Some(database) => TempDb {
+                path: PathBuf::from(database.url()),
+                dir,
+                postgres: Some(database),
+            },
+            None => TempDb {
+                path: dir.path().join("bridge.db"),
+                dir,
+                postgres: None,
+            },
+        }
+    }
+
+    /// Whether this store is a PostgreSQL database (the tests' PostgreSQL
+    /// run).
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
     }
 
     /// Options for this database with the rate limit off (tests that need it
-    /// turn it on).
+    /// turn it on); on PostgreSQL, with the run's shared key file.
     pub fn options(&self) -> StoreOptions {
-        let mut options = StoreOptions::new(&self.path);
+        let mut options = match &self.postgres {
+            Some(database) => {
+                let location = Location::parse(&database.url()).expect("a PostgreSQL URL");
+                let mut options = StoreOptions::at(location);
+                options.key_file = Some(postgres::run_key_file());
+                options
+            }
+            None => StoreOptions::new(&self.path),
+        };
         options.rate_limit_per_minute = 0;
         options
     }
@@ -70,9 +110,60 @@ impl TempDb {
         Store::open(self.options()).await.expect("open the store")
     }
 
-    /// A raw connection to the database file, for reading or tampering.
-    pub async fn raw(&self) -> SqliteConnection {
+    /// A raw connection to the database, outside the store: see
+    /// [`raw_connection`].
+    pub async fn raw(&self) -> AnyConnection {
         raw_connection(&self.path).await
+    }
+
+    /// What changes whenever any connection but `raw`'s own commits:
+    /// SQLite's `data_version`, or the transaction that last wrote
+    /// PostgreSQL's `head` rows (every batch of the store writes them).
+    pub async fn commit_marker(&self, raw: &mut AnyConnection) -> String {
+        let sql = if self.is_postgres() {
+            "SELECT string_agg(xmin::text, ',' ORDER BY name) FROM head"
+        } else {
+            "SELECT CAST(data_version AS TEXT) FROM pragma_data_version"
+        };
+        sqlx::query_scalar(sql)
+            .fetch_one(raw)
+            .await
+            .expect("read the commit marker")
+    }
+
+    /// Whether `needle` is stored anywhere in plain text: in the bytes of
+    /// the SQLite file and its WAL, or in the text of any row of any table
+    /// on PostgreSQL.
+    pub async fn stores_text(&self, needle: &str) -> bool {
+        if !self.is_postgres() {
+            return [self.path.clone(), self.path.with_extension("db-wal")]
+                .iter()
+                .filter_map(|file| std::fs::read(file).ok())
+                .any(|bytes| {
+                    bytes
+                        .windows(needle.len())
+                        .any(|window| window == needle.as_bytes())
+                });
+        }
+        let mut raw = self.raw().await;
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+                .fetch_all(&mut raw)
+                .await
+                .expect("list the tables");
+        for table in tables {
+            let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table} AS r WHERE strpos(r::text, $1) > 0"
+            )))
+            .bind(needle)
+            .fetch_one(&mut raw)
+            .await
+            .expect("search a table");
+            if rows > 0 {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -82,8 +173,24 @@ impl Default for TempDb {
     }
 }
 
-/// A raw SQLite connection to `path`, outside the store.
-pub async fn raw_connection(path: &Path) -> SqliteConnection {
+/// A raw connection to `database` (a file, or a PostgreSQL URL as in
+/// [`TempDb::path`]), outside the store, for reading or tampering: in SQL
+/// both databases accept, with `$n` parameters.
+pub async fn raw_connection(database: &Path) -> AnyConnection {
+    sqlx::any::install_default_drivers();
+    let text = database.to_string_lossy();
+    let url = if text.starts_with("postgres://") {
+        text.into_owned()
+    } else {
+        format!("sqlite://{text}")
+    };
+    AnyConnection::connect(&url)
+        .await
+        .expect("open a raw connection")
+}
+
+/// A raw SQLite connection to the file `path`, for what only SQLite has.
+pub async fn raw_sqlite(path: &Path) -> SqliteConnection {
     let options = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(path)
         .busy_timeout(Duration::from_secs(5));
@@ -93,7 +200,7 @@ pub async fn raw_connection(path: &Path) -> SqliteConnection {
 }
 
 /// One integer from a raw query, e.g. a count.
-pub async fn scalar(connection: &mut SqliteConnection, sql: &str) -> i64 {
+pub async fn scalar(connection: &mut AnyConnection, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(connection)
         .await

@@ -4,6 +4,9 @@
 //! unprivileged user when the tests run as root (PostgreSQL refuses root),
 //! and stopped when dropped.
 //!
+//! [`rerun_on_postgres`] runs a whole test binary again on one such server,
+//! each test on a database of its own ([`TestDatabase`]).
+//!
 //! The server programs are Debian's (`/usr/lib/postgresql/<version>/bin`),
 //! or those of `pg_config --bindir`, or of `BRIDGE_PG_BINDIR`. Without them
 //! [`PgServer::start`] returns `None` and says once per test process that
@@ -19,10 +22,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use bridge_core::{Location, Store, StoreOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tempfile::TempDir;
 
 use crate::NOBODY;
+
+/// In a test process of the PostgreSQL run: the URL of its server, without
+/// a database (`postgres://USER:PASSWORD@HOST:PORT`).
+pub const SERVER_ENV: &str = "BRIDGE_TEST_POSTGRES";
+
+/// The server key file every store of the PostgreSQL run shares (the
+/// variable every binary reads).
+const KEY_FILE_ENV: &str = "BRIDGE_KEY_FILE";
 
 /// The superuser of every test cluster.
 pub const SUPERUSER: &str = "bridge";
@@ -109,7 +121,8 @@ impl PgServer {
             .arg(dir.path())
             // A test's data need not survive a power cut: no syncs.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=100"])
+            // Room for a whole test binary at once: each store has a pool.
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -137,8 +150,13 @@ impl PgServer {
 
     /// The URL of `database` as the superuser.
     pub fn url(&self, database: &str) -> String {
+        format!("{}/{database}", self.server_url())
+    }
+
+    /// The URL of the server as the superuser, without a database.
+    fn server_url(&self) -> String {
         format!(
-            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}",
             self.password, self.port
         )
     }
@@ -262,4 +280,127 @@ fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .expect("a free port")
+}
+
+/// Runs every test of this test binary again, on PostgreSQL: starts a
+/// server, makes the server key the run shares, and runs the binary in a
+/// child process with [`SERVER_ENV`] and `BRIDGE_KEY_FILE` set, so that
+/// each [`crate::TempDb`] there is a fresh database on that server. The
+/// child skips `this` (the test calling it) and `not_on_postgres`: `(name
+/// filter, why)` of the tests that are about the SQLite file itself. Asserts
+/// that every test passed, showing the child's output if not; says once and
+/// returns if PostgreSQL is not installed.
+pub async fn rerun_on_postgres(this: &str, not_on_postgres: &[(&str, &str)]) {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("temporary directory");
+    let key_file = keys.path().join("server.key");
+    let mut options = StoreOptions::at(
+        Location::parse(&server.create_database("bridge_setup").await).expect("a URL"),
+    );
+    options.key_file = Some(key_file.clone());
+    Store::open(options)
+        .await
+        .expect("make the run's server key")
+        .close()
+        .await;
+
+    let mut command =
+        tokio::process::Command::new(std::env::current_exe().expect("find the test binary"));
+    command.args(["--skip", this]);
+    for (filter, _) in not_on_postgres {
+        command.args(["--skip", filter]);
+    }
+    let output = command
+        .env(SERVER_ENV, server.server_url())
+        .env(KEY_FILE_ENV, &key_file)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the test binary again");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the tests failed on PostgreSQL:\n{stdout}\n{stderr}\nserver log:\n{}",
+        server.log()
+    );
+    let summary = stdout
+        .lines()
+        .find(|line| line.starts_with("test result:"))
+        .unwrap_or("no summary");
+    eprintln!("on PostgreSQL: {summary}");
+    for (filter, why) in not_on_postgres {
+        eprintln!("not run on PostgreSQL: {filter} ({why})");
+    }
+}
+
+/// The server key file of the PostgreSQL run.
+pub fn run_key_file() -> PathBuf {
+    std::env::var_os(KEY_FILE_ENV)
+        .map(PathBuf::from)
+        .expect("the PostgreSQL run sets BRIDGE_KEY_FILE")
+}
+
+/// A test's own database on the server of the PostgreSQL run, dropped (and
+/// its connections ended) when this is dropped.
+pub struct TestDatabase {
+    server: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// A new, empty database if this process is the PostgreSQL run of its
+    /// tests ([`SERVER_ENV`] is set); `None` otherwise.
+    pub fn create_if_on_postgres() -> Option<TestDatabase> {
+        let server = std::env::var(SERVER_ENV).ok()?;
+        let mut suffix = [0_u8; 8];
+        getrandom::fill(&mut suffix).expect("random bytes");
+        let database = TestDatabase {
+            server,
+            name: format!("test_{}", hex::encode(suffix)),
+        };
+        database
+            .administer(format!("CREATE DATABASE {}", database.name))
+            .expect("create a test database");
+        Some(database)
+    }
+
+    /// Its URL, as the superuser.
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+
+    /// Runs `statement` on the server's `postgres` database, from a thread
+    /// of its own (callers may be inside a runtime or not).
+    fn administer(&self, statement: String) -> Result<(), String> {
+        let url = format!("{}/postgres", self.server);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(async {
+                let mut connection = PgConnection::connect(&url)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let result = sqlx::raw_sql(AssertSqlSafe(statement))
+                    .execute(&mut connection)
+                    .await;
+                let _ = connection.close().await;
+                result.map(drop).map_err(|error| error.to_string())
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the thread panicked".to_owned()))
+    }
+}
+
+impl Drop for TestDatabase {
+    /// Drops the database; a failure only leaves it to the server's own
+    /// removal at the end of the run (a drop must not panic).
+    fn drop(&mut self) {
+        let _ = self.administer(format!("DROP DATABASE {} WITH (FORCE)", self.name));
+    }
 }

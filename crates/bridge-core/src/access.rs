@@ -238,7 +238,7 @@ impl Store {
         if last_used_at.is_none_or(|at| now.as_millis().saturating_sub(at) >= resolution) {
             self.submit(UseAccessOp {
                 name: name.clone(),
-                digest: hex::encode_upper(digest),
+                digest: hex::encode(digest),
             })
             .await?;
         }
@@ -360,7 +360,7 @@ impl Operation for RevokeAccessOp {
 /// name) since it was checked.
 struct UseAccessOp {
     name: String,
-    /// Upper-case hex, as the state query reads it.
+    /// Lower-case hex, as every digest in a batch.
     digest: String,
 }
 

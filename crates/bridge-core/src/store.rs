@@ -270,10 +270,11 @@ struct Inner {
     writer: Writer,
     /// Checkpoints the WAL after the writer's commits; taken by `close`.
     checkpointer: Mutex<Option<Checkpointer>>,
-    /// Started by the first [`Store::subscribe`]; stopped with the store.
+    /// On SQLite started by the first [`Store::subscribe`], on PostgreSQL
+    /// with the store; stopped with the store.
     watcher: Mutex<Option<Watcher>>,
-    /// How the watcher connects.
-    watch_from: WatchFrom,
+    /// How the SQLite watcher's poll connects (`None` on PostgreSQL).
+    sqlite_watch: Option<SqliteConnectOptions>,
     /// Device and inode of the database file when opened, to notice that it
     /// was replaced.
     identity: Option<(u64, u64)>,
@@ -284,14 +285,6 @@ struct Inner {
 enum Watcher {
     Files(DatabaseWatcher),
     Postgres(PgWatcher),
-}
-
-/// How a [`Watcher`] connects.
-enum WatchFrom {
-    /// A read-only SQLite connection for the poll.
-    Sqlite(SqliteConnectOptions),
-    /// The listener's own connection, and the read pool for the check.
-    Postgres(PgConnectOptions, sqlx::PgPool),
 }
 
 /// The pool of read connections, of either database. Reads go through
@@ -394,7 +387,7 @@ impl Store {
                 writer,
                 checkpointer: Mutex::new(Some(checkpointer)),
                 watcher: Mutex::new(None),
-                watch_from: WatchFrom::Sqlite(connect.read_only(true)),
+                sqlite_watch: Some(connect.read_only(true)),
                 identity,
             }),
         })
@@ -450,22 +443,16 @@ impl Store {
             .watcher
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if watcher.is_none() && !shared.changes.is_closed() {
-            let interval = shared.options.poll_interval;
-            *watcher = Some(match &self.inner.watch_from {
-                WatchFrom::Sqlite(connect) => Watcher::Files(DatabaseWatcher::start(
-                    &shared.path,
-                    shared.changes.clone(),
-                    interval,
-                    connect.clone(),
-                )),
-                WatchFrom::Postgres(connect, pool) => Watcher::Postgres(PgWatcher::start(
-                    connect.clone(),
-                    pool.clone(),
-                    shared.changes.clone(),
-                    interval,
-                )),
-            });
+        if watcher.is_none()
+            && !shared.changes.is_closed()
+            && let Some(connect) = &self.inner.sqlite_watch
+        {
+            *watcher = Some(Watcher::Files(DatabaseWatcher::start(
+                &shared.path,
+                shared.changes.clone(),
+                shared.options.poll_interval,
+                connect.clone(),
+            )));
         }
         shared.changes.subscribe()
     }
@@ -682,7 +669,14 @@ async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path
         .await
         .map_err(sqlx_error)?;
     let shared = Arc::new(Shared::new(shown, None, options, key));
-    let (connect_for_watch, pool_for_watch) = (connect.clone(), readers.clone());
+    let watcher = PgWatcher::start(
+        connect.clone(),
+        readers.clone(),
+        shared.changes.clone(),
+        shared.options.poll_interval,
+    )
+    .await
+    .map_err(|error| Error::from_sqlx(error, &shared.path, shared.options.busy_timeout))?;
     let writer = Writer::start(Arc::clone(&shared), PgEngine::new(connection, connect));
     tracing::debug!(database = %shared.path.display(), "store opened");
     Ok(Store {
@@ -691,8 +685,8 @@ async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path
             readers: Readers::Postgres(readers),
             writer,
             checkpointer: Mutex::new(None),
-            watcher: Mutex::new(None),
-            watch_from: WatchFrom::Postgres(connect_for_watch, pool_for_watch),
+            watcher: Mutex::new(Some(Watcher::Postgres(watcher))),
+            sqlite_watch: None,
             identity: None,
         }),
     })

@@ -12,8 +12,13 @@
 //! subscriber, which re-reads, and reconnects (sqlx's `PgListener` does, on
 //! the next receive). And a connection can go silent without
 //! breaking (a half-open TCP connection): every poll interval the watcher
-//! reads the heads itself, and wakes the subscribers if they moved without a
-//! notification, saying so once.
+//! reads the heads itself (their ids and the transaction that last wrote
+//! them, which every batch does), and wakes the subscribers if they moved
+//! without a notification, saying so once.
+//!
+//! The watcher listens from the moment its store is open, before anyone
+//! can subscribe, so no commit falls between a subscription and the first
+//! `LISTEN`.
 
 use std::time::Duration;
 
@@ -26,8 +31,11 @@ use crate::watch::Changes;
 /// The channel every store of one database notifies and listens on.
 pub(crate) const CHANNEL: &str = "mcp_bridge";
 
-/// The heads, as one text: what the periodic check compares.
-const HEADS_SQL: &str = "SELECT string_agg(name || '=' || last_id, ',' ORDER BY name) FROM head";
+/// The heads, as one text: what the periodic check compares. Every batch
+/// rewrites them, so the transaction id that last did (`xmin`) changes at
+/// every commit, whatever the commit changed.
+const HEADS_SQL: &str =
+    "SELECT string_agg(name || '=' || last_id || '@' || xmin, ',' ORDER BY name) FROM head";
 
 /// Listens for other stores' commits and checks the heads periodically.
 pub(crate) struct PgWatcher {
@@ -36,21 +44,28 @@ pub(crate) struct PgWatcher {
 }
 
 impl PgWatcher {
-    /// Starts listening through a connection of its own (made with
-    /// `connect`), and checking the heads through `pool` every
-    /// `poll_interval`.
-    pub(crate) fn start(
+    /// Listens through a connection of its own (made with `connect`), and
+    /// checks the heads through `pool` every `poll_interval`. Returns once
+    /// it listens.
+    pub(crate) async fn start(
         connect: PgConnectOptions,
         pool: PgPool,
         changes: Changes,
         poll_interval: Duration,
-    ) -> PgWatcher {
+    ) -> Result<PgWatcher, sqlx::Error> {
+        let listener = connect_listener(&connect).await?;
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(listen(connect, pool, changes, poll_interval, stopped));
-        PgWatcher {
+        let feed = Feed {
+            connect,
+            pool,
+            changes,
+            poll_interval,
+        };
+        let task = tokio::spawn(feed.listen(listener, stopped));
+        Ok(PgWatcher {
             task,
             stop: Some(stop),
-        }
+        })
     }
 
     /// Stops listening and closes the listener's connection.
@@ -68,61 +83,68 @@ impl Drop for PgWatcher {
     }
 }
 
-async fn listen(
+/// What the watcher's task works with.
+struct Feed {
     connect: PgConnectOptions,
     pool: PgPool,
     changes: Changes,
     poll_interval: Duration,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let mut listener: Option<PgListener> = None;
-    let mut heads = read_heads(&pool).await;
-    let mut said_silent = false;
-    let mut check = tokio::time::interval(poll_interval);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        if listener.is_none() {
-            listener = connect_listener(&connect).await;
-            // Whatever was committed while no one listened: look again.
-            changes.notify();
-        }
-        tokio::select! {
-            _ = &mut stopped => break,
-            _ = check.tick() => {
-                let now = read_heads(&pool).await;
-                if now.is_some() && now != heads {
-                    if !said_silent {
-                        tracing::warn!(
-                            "the database changed without a notification; \
-                             the change-feed connection may be silent, reconnecting it"
-                        );
-                        said_silent = true;
-                    }
-                    listener = None;
-                    changes.notify();
+}
+
+impl Feed {
+    async fn listen(self, listener: PgListener, mut stopped: oneshot::Receiver<()>) {
+        let mut listener = Some(listener);
+        let mut heads = read_heads(&self.pool).await;
+        let mut said_silent = false;
+        let mut check = tokio::time::interval(self.poll_interval);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if listener.is_none() {
+                match connect_listener(&self.connect).await {
+                    Ok(connected) => listener = Some(connected),
+                    Err(error) => tracing::debug!(%error, "cannot listen for changes yet"),
                 }
-                heads = now;
+                // Whatever was committed while no one listened: look again.
+                self.changes.notify();
             }
-            received = receive(listener.as_mut()) => match received {
-                Ok(true) => {
-                    heads = read_heads(&pool).await.or(heads);
-                    said_silent = false;
-                    changes.notify();
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = check.tick() => {
+                    let now = read_heads(&self.pool).await;
+                    if now.is_some() && now != heads {
+                        if !said_silent {
+                            tracing::warn!(
+                                "the database changed without a notification; \
+                                 the change-feed connection may be silent, reconnecting it"
+                            );
+                            said_silent = true;
+                        }
+                        listener = None;
+                        self.changes.notify();
+                    }
+                    heads = now;
                 }
-                Ok(false) => {
-                    tracing::debug!("the change-feed connection was lost; reconnecting");
-                    changes.notify();
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "the change-feed connection broke; reconnecting");
-                    listener = None;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+                received = receive(listener.as_mut()) => match received {
+                    Ok(true) => {
+                        heads = read_heads(&self.pool).await.or(heads);
+                        said_silent = false;
+                        self.changes.notify();
+                    }
+                    Ok(false) => {
+                        tracing::debug!("the change-feed connection was lost; reconnecting");
+                        self.changes.notify();
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "the change-feed connection broke; reconnecting");
+                        listener = None;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
         }
-    }
-    if let Some(mut listener) = listener {
-        let _ = listener.unlisten_all().await;
+        if let Some(mut listener) = listener {
+            let _ = listener.unlisten_all().await;
+        }
     }
 }
 
@@ -136,24 +158,13 @@ async fn receive(listener: Option<&mut PgListener>) -> Result<bool, sqlx::Error>
     }
 }
 
-async fn connect_listener(connect: &PgConnectOptions) -> Option<PgListener> {
+async fn connect_listener(connect: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect_lazy_with(connect.clone());
-    let mut listener = match PgListener::connect_with(&pool).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::debug!(%error, "cannot connect the change feed yet");
-            return None;
-        }
-    };
-    match listener.listen(CHANNEL).await {
-        Ok(()) => Some(listener),
-        Err(error) => {
-            tracing::debug!(%error, "cannot listen for changes yet");
-            None
-        }
-    }
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
 }
 
 async fn read_heads(pool: &PgPool) -> Option<String> {

@@ -5,7 +5,7 @@ use bridge_core::{NewMessage, Status};
 use bridge_tests::{TempDb, raw_connection};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use crate::{Made, Run, ctl, make, table};
 
@@ -30,7 +30,7 @@ async fn busy_database() -> (TempDb, Made, Made) {
     (db, first, second)
 }
 
-async fn execute(raw: &mut SqliteConnection, sql: &str) {
+async fn execute(raw: &mut AnyConnection, sql: &str) {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
         .execute(raw)
         .await
@@ -177,7 +177,7 @@ async fn verify_names_the_row_that_was_edited() {
     );
 
     // Put back, the chain holds again: it was that edit that broke it.
-    sqlx::query("UPDATE audit SET detail = ? WHERE id = 3")
+    sqlx::query("UPDATE audit SET detail = $1 WHERE id = 3")
         .bind(&detail)
         .execute(&mut raw)
         .await
@@ -208,7 +208,7 @@ async fn verify_names_the_row_that_was_edited() {
     .unwrap();
     let canonical = json!([id, at, conversation_id, session, "nothing", detail]).to_string();
     let hash = hex::encode(Sha256::digest(format!("{prev_hash}{canonical}")));
-    sqlx::query("UPDATE audit SET action = 'nothing', hash = ? WHERE id = 2")
+    sqlx::query("UPDATE audit SET action = 'nothing', hash = $1 WHERE id = 2")
         .bind(hash)
         .execute(&mut raw)
         .await

@@ -5,7 +5,7 @@
 use bridge_core::{NewMessage, NewTask, Status, TaskState};
 use bridge_tests::{TempDb, scalar};
 use serde_json::json;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 use crate::{Made, ctl, make, millis_ago};
 
@@ -29,7 +29,7 @@ async fn busy(store: &bridge_core::Store, made: &Made) {
 }
 
 /// The rows of each table that belong to conversation `id`.
-async fn rows_of(raw: &mut SqliteConnection, id: &str) -> [i64; 5] {
+async fn rows_of(raw: &mut AnyConnection, id: &str) -> [i64; 5] {
     let mut counts = [0; 5];
     let tables = [
         "conversation WHERE id",
@@ -56,7 +56,7 @@ async fn cleanup_removes_only_expired_conversations_with_everything_theirs() {
     store.close().await;
     let mut raw = db.raw().await;
     for (made, seconds) in [(&expired, 120), (&empty, 60)] {
-        sqlx::query("UPDATE conversation SET expires_at = ? WHERE id = ?")
+        sqlx::query("UPDATE conversation SET expires_at = $1 WHERE id = $2")
             .bind(millis_ago(seconds))
             .bind(&made.id)
             .execute(&mut raw)
@@ -166,7 +166,7 @@ async fn one_expired_conversation_is_named_in_the_singular() {
     let db = TempDb::new();
     let made = make(&db.path, "orchestrator", "worker", &[]);
     let mut raw = db.raw().await;
-    sqlx::query("UPDATE conversation SET expires_at = ? WHERE id = ?")
+    sqlx::query("UPDATE conversation SET expires_at = $1 WHERE id = $2")
         .bind(millis_ago(1))
         .bind(&made.id)
         .execute(&mut raw)

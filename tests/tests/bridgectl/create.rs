@@ -14,7 +14,7 @@ use crate::{assert_authenticates, assert_refused, ctl, hex_words, token_file};
 /// and its team, read from the file.
 async fn stored(db: &Path, id: &str) -> (i64, i64, Option<String>) {
     let mut raw = raw_connection(db).await;
-    sqlx::query_as("SELECT created_at, expires_at, team FROM conversation WHERE id = ?")
+    sqlx::query_as("SELECT created_at, expires_at, team FROM conversation WHERE id = $1")
         .bind(id)
         .fetch_one(&mut raw)
         .await

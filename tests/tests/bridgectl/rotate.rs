@@ -164,7 +164,7 @@ async fn rotating_an_unknown_or_expired_conversation_is_refused() {
     ctl(&db.path, &["rotate-tokens", "conv_0123456789abcdef"])
         .failed(77, "bridgectl: no such conversation: conv_0123456789abcdef");
     let mut raw = db.raw().await;
-    sqlx::query("UPDATE conversation SET expires_at = 1000 WHERE id = ?")
+    sqlx::query("UPDATE conversation SET expires_at = 1000 WHERE id = $1")
         .bind(&made.id)
         .execute(&mut raw)
         .await

@@ -225,12 +225,12 @@ async fn show_gives_sessions_messages_with_read_marks_and_tasks() {
     // Heard from days ago, so that the ages read the same however long
     // the test takes.
     let mut raw = db.raw().await;
-    sqlx::query("UPDATE session SET last_heartbeat = NULL, last_seen = ? WHERE session = 'a'")
+    sqlx::query("UPDATE session SET last_heartbeat = NULL, last_seen = $1 WHERE session = 'a'")
         .bind(millis_ago(3 * DAY))
         .execute(&mut raw)
         .await
         .unwrap();
-    sqlx::query("UPDATE session SET last_heartbeat = ?1, last_seen = ?1 WHERE session = 'b'")
+    sqlx::query("UPDATE session SET last_heartbeat = $1, last_seen = $1 WHERE session = 'b'")
         .bind(millis_ago(2 * DAY + 60))
         .execute(&mut raw)
         .await
@@ -426,15 +426,15 @@ async fn status_shows_each_workers_heartbeat_liveness_and_open_tasks() {
     store.close().await;
     let mut raw = db.raw().await;
     sqlx::query(
-        "UPDATE session SET last_heartbeat = ?, last_seen = NULL, status = 'silent'
-         WHERE conversation_id = ? AND session = 'b'",
+        "UPDATE session SET last_heartbeat = $1, last_seen = NULL, status = 'silent'
+         WHERE conversation_id = $2 AND session = 'b'",
     )
     .bind(millis_ago(5 * DAY + 60))
     .bind(&silent.id)
     .execute(&mut raw)
     .await
     .unwrap();
-    sqlx::query("UPDATE conversation SET expires_at = ? WHERE id = ?")
+    sqlx::query("UPDATE conversation SET expires_at = $1 WHERE id = $2")
         .bind(millis_ago(60))
         .bind(&gone.id)
         .execute(&mut raw)

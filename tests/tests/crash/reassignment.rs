@@ -64,7 +64,7 @@ async fn beat(store: &Store, workers: &[Credentials]) {
 }
 
 /// The id of the last audit row: it grows with every change.
-async fn audit_head(raw: &mut sqlx::SqliteConnection) -> i64 {
+async fn audit_head(raw: &mut sqlx::AnyConnection) -> i64 {
     bridge_tests::scalar(raw, "SELECT coalesce(max(id), 0) FROM audit").await
 }
 

@@ -3,7 +3,7 @@
 
 use bridge_core::{BadRow, Credentials, NewMessage, Status, Token};
 use bridge_tests::{TempDb, pair};
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 /// A store with a few rows of every kind in its audit trail.
 async fn busy_database() -> TempDb {
@@ -36,7 +36,7 @@ async fn busy_database() -> TempDb {
     db
 }
 
-async fn actions(raw: &mut SqliteConnection) -> Vec<String> {
+async fn actions(raw: &mut AnyConnection) -> Vec<String> {
     sqlx::query_scalar("SELECT action FROM audit ORDER BY id")
         .fetch_all(raw)
         .await
@@ -188,7 +188,7 @@ async fn an_edit_with_a_recomputed_hash_is_found_at_the_next_row() {
         &row.action,
         forged_detail,
     );
-    sqlx::query("UPDATE audit SET detail = ?1, hash = ?2 WHERE id = 3")
+    sqlx::query("UPDATE audit SET detail = $1, hash = $2 WHERE id = 3")
         .bind(forged_detail)
         .bind(&forged_hash)
         .execute(&mut raw)

@@ -17,3 +17,23 @@ mod status;
 mod task;
 mod watch;
 mod yolo;
+
+/// The whole suite again, on PostgreSQL.
+#[tokio::test]
+async fn every_test_on_postgres() {
+    bridge_tests::postgres::rerun_on_postgres(
+        "every_test_on_postgres",
+        &[
+            ("open::", "opening and locking a database file"),
+            (
+                "postgres::",
+                "already on PostgreSQL, with servers of their own",
+            ),
+            (
+                "conversation::cleanup_leaves_no_trace_of_a_message_in_the_files",
+                "SQLite's secure_delete; PostgreSQL keeps deleted rows until VACUUM",
+            ),
+        ],
+    )
+    .await;
+}

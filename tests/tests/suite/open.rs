@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bridge_core::{Error, Store, StoreOptions};
 use bridge_tests::{
-    NOBODY, TempDb, assert_child_passed, in_child, pair, raw_connection, rerun_in_child,
+    NOBODY, TempDb, assert_child_passed, in_child, pair, raw_sqlite, rerun_in_child,
     running_as_root, scalar,
 };
 
@@ -27,7 +27,7 @@ async fn creates_directories_database_and_key_private() {
     assert_eq!(mode(&db.dir.path().join("deep/er")), 0o700);
     assert_eq!(mode(&db.dir.path().join("deep")), 0o700);
 
-    let mut raw = raw_connection(&path).await;
+    let mut raw = raw_sqlite(&path).await;
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut raw)
         .await
@@ -131,11 +131,10 @@ async fn another_programs_database_is_refused() {
             db.path.display()
         )
     );
-    let tables = scalar(
-        &mut raw,
-        "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
-    )
-    .await;
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_schema WHERE type = 'table'")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
     assert_eq!(tables, 1, "nothing may be added to a foreign database");
 }
 

@@ -315,7 +315,7 @@ async fn task_text_is_bounded_and_redacted() {
         scalar(
             &mut raw,
             &format!(
-                "SELECT count(*) FROM task WHERE redacted = 1 AND instr(title || body, '{secret}') = 0"
+                "SELECT count(*) FROM task WHERE redacted AND title || body NOT LIKE '%{secret}%'"
             )
         )
         .await,

@@ -190,7 +190,8 @@ SELECT pg_notify('mcp_bridge', $5) FROM (SELECT count(*) FROM updated) AS done";
 
 /// The rows a batch names, as one JSON document of arrays (sessions, tasks,
 /// yolo, approvals, access, idempotency), from the lookups' JSON arrays in
-/// their bind order. Digests travel as hex, as in the write set.
+/// their bind order. Digests travel as lower-case hex, as in the write set
+/// and as the operations compare them.
 const LOOKUP_SQL: &str = "
 SELECT json_build_object(
   'sessions', (SELECT coalesce(json_agg(json_build_object(

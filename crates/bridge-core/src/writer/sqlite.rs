@@ -402,7 +402,7 @@ macro_rules! state_query {
                a.used_at AS approval_used_at
         FROM json_each(?) AS k
         LEFT JOIN approval AS a ON a.digest = unhex(k.value);
-        SELECT k.value AS access_key, hex(x.digest) AS access_digest,
+        SELECT k.value AS access_key, lower(hex(x.digest)) AS access_digest,
                x.created_at AS access_created_at, x.expires_at AS access_expires_at,
                x.last_used_at AS access_last_used_at
         FROM json_each(?) AS k
