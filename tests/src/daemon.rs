@@ -159,7 +159,8 @@ pub fn run(
 
 /// The workspace binary `name` on `database`, or on the hub of
 /// `BRIDGE_URL` if `env` has it (then without `BRIDGE_DB`, which would
-/// conflict), with `env`, and nothing inherited of `BRIDGE_*`/`RUST_LOG`.
+/// conflict), with `env`, and nothing inherited of `BRIDGE_*`/`RUST_LOG`
+/// but the key file of the PostgreSQL run for its databases.
 fn command(wrapper: &[&str], name: &str, database: &Path, env: &[(&str, &str)]) -> Command {
     let mut command = match wrapper.split_first() {
         Some((program, wrapper_args)) => {
@@ -177,6 +178,9 @@ fn command(wrapper: &[&str], name: &str, database: &Path, env: &[(&str, &str)]) 
     command.env_remove("RUST_LOG");
     if !env.iter().any(|(key, _)| *key == "BRIDGE_URL") {
         command.env("BRIDGE_DB", database);
+        if let Some(key_file) = crate::postgres::key_file_of_run(database) {
+            command.env("BRIDGE_KEY_FILE", key_file);
+        }
     }
     for (key, value) in env {
         command.env(key, value);

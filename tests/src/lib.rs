@@ -96,7 +96,7 @@ impl TempDb {
             Some(database) => {
                 let location = Location::parse(&database.url()).expect("a PostgreSQL URL");
                 let mut options = StoreOptions::at(location);
-                options.key_file = Some(postgres::run_key_file());
+                options.key_file = postgres::key_file_of_run(&self.path);
                 options
             }
             None => StoreOptions::new(&self.path),
@@ -108,6 +108,28 @@ impl TempDb {
     /// Opens the store with [`TempDb::options`].
     pub async fn open(&self) -> Store {
         Store::open(self.options()).await.expect("open the store")
+    }
+
+    /// Whether the store was made: the file exists, or the PostgreSQL
+    /// database has tables.
+    pub fn exists(&self) -> bool {
+        match &self.postgres {
+            Some(database) => database.has_tables(),
+            None => self.path.exists(),
+        }
+    }
+
+    /// What opening this store says while it does not exist yet, and
+    /// before anything made it.
+    pub fn missing_error(&self) -> String {
+        if self.is_postgres() {
+            format!(
+                "database {} holds no mcp-bridge store yet: bridge-mcp or bridgectl create makes it",
+                self.path.display()
+            )
+        } else {
+            format!("database {} does not exist", self.path.display())
+        }
     }
 
     /// A raw connection to the database, outside the store: see

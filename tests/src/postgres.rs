@@ -27,9 +27,11 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tempfile::TempDir;
 
 use crate::NOBODY;
+use crate::tls::TestCa;
 
 /// In a test process of the PostgreSQL run: the URL of its server, without
-/// a database (`postgres://USER:PASSWORD@HOST:PORT`).
+/// a database or password (`postgres://USER@HOST:PORT`; the password is in
+/// `PGPASSWORD`).
 pub const SERVER_ENV: &str = "BRIDGE_TEST_POSTGRES";
 
 /// The server key file every store of the PostgreSQL run shares (the
@@ -55,6 +57,16 @@ impl PgServer {
     /// Starts a new cluster; `None` if PostgreSQL is not installed (and not
     /// required). Panics if it is installed but does not start.
     pub async fn start() -> Option<PgServer> {
+        PgServer::launch(None).await
+    }
+
+    /// Starts a new cluster as [`PgServer::start`] does, speaking TLS with a
+    /// certificate for 127.0.0.1 signed by `ca`.
+    pub async fn start_with_tls(ca: &TestCa) -> Option<PgServer> {
+        PgServer::launch(Some(ca)).await
+    }
+
+    async fn launch(tls: Option<&TestCa>) -> Option<PgServer> {
         let Some(bin) = server_programs() else {
             static SAID: Once = Once::new();
             assert!(
@@ -113,7 +125,25 @@ impl PgServer {
         if as_root {
             chown(dir.path().join("server.log"), Some(NOBODY), None).expect("hand the log over");
         }
-        let child = run_as(as_root, &bin.join("postgres"))
+        let mut tls_settings = Vec::new();
+        if let Some(ca) = tls {
+            let files = ca.server_files(&["127.0.0.1"], dir.path());
+            if as_root {
+                for file in [&files.certificate, &files.key] {
+                    chown(file, Some(NOBODY), None).expect("hand the TLS files over");
+                }
+            }
+            tls_settings = vec![
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", files.certificate.display()),
+                format!("ssl_key_file={}", files.key.display()),
+            ];
+        }
+        let mut server = run_as(as_root, &bin.join("postgres"));
+        for setting in &tls_settings {
+            server.args(["-c", setting]);
+        }
+        let child = server
             .arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
@@ -284,7 +314,7 @@ fn free_port() -> u16 {
 
 /// Runs every test of this test binary again, on PostgreSQL: starts a
 /// server, makes the server key the run shares, and runs the binary in a
-/// child process with [`SERVER_ENV`] and `BRIDGE_KEY_FILE` set, so that
+/// child process with [`SERVER_ENV`], `PGPASSWORD` and `BRIDGE_KEY_FILE` set, so that
 /// each [`crate::TempDb`] there is a fresh database on that server. The
 /// child skips `this` (the test calling it) and `not_on_postgres`: `(name
 /// filter, why)` of the tests that are about the SQLite file itself. Asserts
@@ -312,8 +342,14 @@ pub async fn rerun_on_postgres(this: &str, not_on_postgres: &[(&str, &str)]) {
     for (filter, _) in not_on_postgres {
         command.args(["--skip", filter]);
     }
+    // The password travels as PGPASSWORD, as an operator's would: URLs
+    // without it are what every message shows.
     let output = command
-        .env(SERVER_ENV, server.server_url())
+        .env(
+            SERVER_ENV,
+            format!("postgres://{SUPERUSER}@127.0.0.1:{}", server.port),
+        )
+        .env("PGPASSWORD", server.password())
         .env(KEY_FILE_ENV, &key_file)
         .kill_on_drop(true)
         .output()
@@ -336,11 +372,15 @@ pub async fn rerun_on_postgres(this: &str, not_on_postgres: &[(&str, &str)]) {
     }
 }
 
-/// The server key file of the PostgreSQL run.
-pub fn run_key_file() -> PathBuf {
-    std::env::var_os(KEY_FILE_ENV)
-        .map(PathBuf::from)
-        .expect("the PostgreSQL run sets BRIDGE_KEY_FILE")
+/// The server key file of the PostgreSQL run for `database`, if this
+/// process is that run and `database` one of its databases.
+pub fn key_file_of_run(database: &Path) -> Option<PathBuf> {
+    let server = std::env::var(SERVER_ENV).ok()?;
+    database
+        .to_str()
+        .is_some_and(|url| url.starts_with(&format!("{server}/")))
+        .then(|| std::env::var_os(KEY_FILE_ENV).map(PathBuf::from))
+        .flatten()
 }
 
 /// A test's own database on the server of the PostgreSQL run, dropped (and
@@ -372,29 +412,55 @@ impl TestDatabase {
         format!("{}/{}", self.server, self.name)
     }
 
-    /// Runs `statement` on the server's `postgres` database, from a thread
-    /// of its own (callers may be inside a runtime or not).
+    /// Whether anything made tables in it.
+    pub fn has_tables(&self) -> bool {
+        let url = self.url();
+        on_a_thread(async move {
+            let mut connection = PgConnection::connect(&url)
+                .await
+                .map_err(|error| error.to_string())?;
+            let tables: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .fetch_one(&mut connection)
+            .await
+            .map_err(|error| error.to_string())?;
+            let _ = connection.close().await;
+            Ok(tables > 0)
+        })
+        .expect("count the tables of a test database")
+    }
+
+    /// Runs `statement` on the server's `postgres` database.
     fn administer(&self, statement: String) -> Result<(), String> {
         let url = format!("{}/postgres", self.server);
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        on_a_thread(async move {
+            let mut connection = PgConnection::connect(&url)
+                .await
                 .map_err(|error| error.to_string())?;
-            runtime.block_on(async {
-                let mut connection = PgConnection::connect(&url)
-                    .await
-                    .map_err(|error| error.to_string())?;
-                let result = sqlx::raw_sql(AssertSqlSafe(statement))
-                    .execute(&mut connection)
-                    .await;
-                let _ = connection.close().await;
-                result.map(drop).map_err(|error| error.to_string())
-            })
+            let result = sqlx::raw_sql(AssertSqlSafe(statement))
+                .execute(&mut connection)
+                .await;
+            let _ = connection.close().await;
+            result.map(drop).map_err(|error| error.to_string())
         })
-        .join()
-        .unwrap_or_else(|_| Err("the thread panicked".to_owned()))
     }
+}
+
+/// Runs `work` to its end on a thread and runtime of its own (callers may be
+/// inside a runtime or not).
+fn on_a_thread<T: Send + 'static>(
+    work: impl Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| error.to_string())?
+            .block_on(work)
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the thread panicked".to_owned()))
 }
 
 impl Drop for TestDatabase {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bridge_core::{Error, Store, StoreOptions};
 
 /// Opens the store at `options.location`, waiting while the database does not
-/// exist yet or is locked (saying so once), until it opens, another error
+/// exist yet, is locked, or its server cannot be reached (saying so once), until it opens, another error
 /// occurs, or `stop` resolves (then `None`). Never creates the database:
 /// that is the MCP server's or `bridgectl`'s job.
 pub async fn open_when_ready(
@@ -26,7 +26,12 @@ pub async fn open_when_ready(
                 }
                 return Ok(Some(store));
             }
-            Err(error @ (Error::DatabaseMissing { .. } | Error::Locked { .. })) => {
+            Err(
+                error @ (Error::DatabaseMissing { .. }
+                | Error::NoStore { .. }
+                | Error::Locked { .. }
+                | Error::Unreachable { .. }),
+            ) => {
                 if !said {
                     tracing::warn!(%error, "waiting for the database");
                     said = true;

@@ -6,7 +6,7 @@
 //! | 1 | runtime failure (I/O, a locked database, ...) |
 //! | 2 | usage error (bad flags; clap exits with it) |
 //! | 77 | authentication failed: invalid or malformed token, expired or unknown conversation, a key the hub refuses |
-//! | 78 | configuration error: wrong or missing key file, not an mcp-bridge database, schema too new, a hub whose certificate does not verify ([`Misconfigured`]) |
+//! | 78 | configuration error: wrong or missing key file, not an mcp-bridge database, schema too new, a database server that refuses the connection (wrong password, unknown user or database), a hub whose certificate does not verify ([`Misconfigured`]) |
 //!
 //! 77 and 78 (sysexits' `EX_NOPERM` and `EX_CONFIG`) do not heal by
 //! restarting: systemd units list them in `RestartPreventExitStatus=` so that
@@ -67,7 +67,8 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
             Error::KeyFile { .. }
             | Error::NotADatabase { .. }
             | Error::ForeignDatabase { .. }
-            | Error::SchemaTooNew { .. },
+            | Error::SchemaTooNew { .. }
+            | Error::Refused { .. },
         ) => CONFIG,
         _ => FAILURE,
     }

@@ -89,6 +89,17 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The PostgreSQL database exists but holds no store yet, and the store
+    /// was opened without `create` (the daemons never make one).
+    #[error(
+        "database {} holds no mcp-bridge store yet: bridge-mcp or bridgectl create makes it",
+        .path.display()
+    )]
+    NoStore {
+        /// The database, as shown (never with its password).
+        path: PathBuf,
+    },
+
     /// The file exists but is not an SQLite database.
     #[error("{} is not an SQLite database", .path.display())]
     NotADatabase {
@@ -98,7 +109,7 @@ pub enum Error {
 
     /// The file is an SQLite database that belongs to some other program.
     #[error(
-        "{} is an SQLite database of another program, not an mcp-bridge store",
+        "{} is a database of another program, not an mcp-bridge store",
         .path.display()
     )]
     ForeignDatabase {
@@ -160,6 +171,27 @@ pub enum Error {
         problem: String,
     },
 
+    /// The database server cannot be reached now (down, restarting, a
+    /// network in the way): it may heal by itself.
+    #[error("cannot reach database {}: {reason}", .path.display())]
+    Unreachable {
+        /// The database, as shown (never with its password).
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
+
+    /// The database server answered and refused: a wrong password, a user
+    /// or database it does not know, TLS that does not verify. Retrying
+    /// the same way cannot help.
+    #[error("database {} refused the connection: {reason}", .path.display())]
+    Refused {
+        /// The database, as shown (never with its password).
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
+
     /// An unexpected error from the database engine.
     #[error("database {}: {message}", .path.display())]
     Database {
@@ -192,13 +224,17 @@ impl Error {
         }
     }
 
-    /// Turns an engine error into the variant a person understands, using the
-    /// SQLite primary result code.
+    /// Turns an engine error into the variant a person understands: by the
+    /// SQLite primary result code, PostgreSQL's SQLSTATE, or the kind of a
+    /// failure to connect.
     pub(crate) fn from_sqlx(error: sqlx::Error, path: &Path, busy_timeout: Duration) -> Error {
         const SQLITE_BUSY: i64 = 5;
         const SQLITE_READONLY: i64 = 8;
         const SQLITE_NOTADB: i64 = 26;
         let path = path.to_path_buf();
+        if let Some(error) = connection_error(&error, &path) {
+            return error;
+        }
         match sqlite_code(&error) {
             Some(SQLITE_BUSY) => Error::Locked {
                 path,
@@ -214,6 +250,49 @@ impl Error {
                 path,
             },
         }
+    }
+}
+
+/// A failure to reach or to be let into a database server, in words; `None`
+/// for any other error. The server's own message is kept where it is the
+/// clearest (`no pg_hba.conf entry for host …`).
+fn connection_error(error: &sqlx::Error, path: &Path) -> Option<Error> {
+    let unreachable = |reason: String| Error::Unreachable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let refused = |reason: String| Error::Refused {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match error {
+        sqlx::Error::Io(error) => match error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(tls) => Some(refused(format!("TLS: {tls}"))),
+            None => Some(unreachable(describe_io(error))),
+        },
+        sqlx::Error::PoolTimedOut => Some(unreachable("no connection within the timeout".into())),
+        sqlx::Error::Tls(error) => Some(refused(format!("TLS: {error}"))),
+        sqlx::Error::Database(db) => {
+            let code = db.code()?;
+            let message = db.message();
+            match code.as_ref() {
+                "28P01" => Some(refused(
+                    "wrong password for its user (check the URL or its PGPASSWORD)".into(),
+                )),
+                "28000" => Some(refused(message.to_owned())),
+                "3D000" => Some(refused(format!(
+                    "{message} on the server; create it first (createdb)"
+                ))),
+                // Starting up, shutting down, in recovery, too many clients.
+                "57P01" | "57P02" | "57P03" | "53300" => Some(unreachable(message.to_owned())),
+                class if class.starts_with("08") => Some(unreachable(message.to_owned())),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
@@ -272,6 +351,7 @@ impl Clone for Error {
                 reason: reason.clone(),
             },
             Error::DatabaseMissing { path } => Error::DatabaseMissing { path: path.clone() },
+            Error::NoStore { path } => Error::NoStore { path: path.clone() },
             Error::NotADatabase { path } => Error::NotADatabase { path: path.clone() },
             Error::ForeignDatabase { path } => Error::ForeignDatabase { path: path.clone() },
             Error::SchemaTooNew {
@@ -303,6 +383,14 @@ impl Clone for Error {
             Error::KeyFile { path, problem } => Error::KeyFile {
                 path: path.clone(),
                 problem: problem.clone(),
+            },
+            Error::Unreachable { path, reason } => Error::Unreachable {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Error::Refused { path, reason } => Error::Refused {
+                path: path.clone(),
+                reason: reason.clone(),
             },
             Error::Database { path, message } => Error::Database {
                 path: path.clone(),

@@ -83,6 +83,7 @@ mod auth;
 mod checkpoint;
 pub mod config;
 mod conversation;
+mod copy;
 mod delivery;
 mod error;
 mod idempotency;
@@ -108,6 +109,7 @@ pub use admin::{AuditEntry, ConversationDetail, ConversationInfo, SessionInfo, S
 pub use audit::{AuditReport, BadRow};
 pub use auth::{ConversationId, Credentials, SessionId, Token};
 pub use conversation::{CreatedConversation, NewConversation, ROLE_CHARS, TEAM_CHARS, TTL_RANGE};
+pub use copy::CopyReport;
 pub use error::{Error, Result};
 pub use idempotency::{IdempotencyKey, MAX_IDEMPOTENCY_KEY_CHARS};
 pub use kinds::{Sender, Status, TaskState};

@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::auth::{ConversationId, Credentials, ServerKey, SessionId};
@@ -61,7 +62,9 @@ pub struct StoreOptions {
     /// database must use the same key.
     pub key_file: Option<PathBuf>,
     /// Create the database, its directory and the key if they are missing.
-    /// Without it, a missing database is [`Error::DatabaseMissing`].
+    /// Without it, a missing database is [`Error::DatabaseMissing`] (an
+    /// SQLite file) or [`Error::NoStore`] (a PostgreSQL database without
+    /// the store's tables).
     pub create: bool,
     /// How long to wait for another process's write lock.
     pub busy_timeout: Duration,
@@ -92,13 +95,15 @@ pub struct StoreOptions {
 #[non_exhaustive]
 pub enum Durability {
     /// Once it is on stable storage: each commit waits for the WAL to be
-    /// synced (`synchronous = FULL`), so a power loss or a kernel panic
-    /// loses no acknowledged write. Group commit pays one sync per batch.
+    /// synced (SQLite's `synchronous = FULL`; on PostgreSQL the server's
+    /// `synchronous_commit`), so a power loss or a kernel panic loses no
+    /// acknowledged write. Group commit pays one sync per batch.
     #[default]
     Full,
-    /// Once the operating system has it (`synchronous = NORMAL`): a crash of
-    /// the process loses nothing, a power loss can lose the last commits
-    /// (never the database's integrity).
+    /// Once the operating system has it (SQLite's `synchronous = NORMAL`;
+    /// on PostgreSQL `synchronous_commit = off` for the store's writes): a
+    /// crash of the process loses nothing, a power loss can lose the last
+    /// commits (never the database's integrity).
     Normal,
 }
 
@@ -584,9 +589,7 @@ impl Operation for TouchOp {
 
 /// Opens (creating its tables on first use) the PostgreSQL store at `url`.
 ///
-/// Still to come (issue 14): PostgreSQL's errors in plain words (they pass
-/// through as sqlx words them), and a test of TLS (`sslmode`,
-/// `sslrootcert` in the URL; rustls with ring).
+/// TLS is as the URL says (`sslmode`, `sslrootcert`; rustls with ring).
 async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path) -> Result<Store> {
     let shown = PathBuf::from(url.to_string());
     let sqlx_error = |error| Error::from_sqlx(error, &shown, options.busy_timeout);
@@ -597,8 +600,19 @@ async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path
                 path: shown.clone(),
                 message: format!("not a PostgreSQL URL: {error}"),
             })?;
+    // The writer's connection, and each it reconnects with, acknowledges
+    // as the durability says.
+    let writer_connect = match options.durability {
+        Durability::Full => connect.clone(),
+        Durability::Normal => connect.clone().options([("synchronous_commit", "off")]),
+    };
+    // The writer's connection first, on its own: a pool would retry a
+    // server out of reach until its timeout and then say only that.
+    let connection = PgConnection::connect_with(&writer_connect)
+        .await
+        .map_err(sqlx_error)?;
     // Setup runs through a pool of one, as on SQLite (the migrator's future
-    // is only `Send` when given a pool); its connection becomes the writer's.
+    // is only `Send` when given a pool).
     let setup_pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(connect.clone())
@@ -610,6 +624,10 @@ async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path
     .fetch_all(&setup_pool)
     .await
     .map_err(sqlx_error)?;
+    if tables.is_empty() && !options.create {
+        setup_pool.close().await;
+        return Err(Error::NoStore { path: shown });
+    }
     let has = |name: &str| tables.iter().any(|table| table == name);
     let applied: BTreeSet<i64> = if has("_sqlx_migrations") {
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
@@ -661,7 +679,6 @@ async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path
             key
         }
     };
-    let connection = setup_pool.acquire().await.map_err(sqlx_error)?.detach();
     setup_pool.close().await;
     let readers = PgPoolOptions::new()
         .max_connections(options.readers.max(1))
@@ -677,7 +694,10 @@ async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path
     )
     .await
     .map_err(|error| Error::from_sqlx(error, &shared.path, shared.options.busy_timeout))?;
-    let writer = Writer::start(Arc::clone(&shared), PgEngine::new(connection, connect));
+    let writer = Writer::start(
+        Arc::clone(&shared),
+        PgEngine::new(connection, writer_connect),
+    );
     tracing::debug!(database = %shared.path.display(), "store opened");
     Ok(Store {
         inner: Arc::new(Inner {

@@ -161,13 +161,16 @@ impl HubError {
     }
 
     /// Whether waiting may cure it: the hub out of reach, or a database
-    /// that is locked or not there yet.
+    /// that is locked, not there yet, or its server out of reach.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
             HubError::Unavailable { .. }
                 | HubError::Store(
-                    bridge_core::Error::Locked { .. } | bridge_core::Error::DatabaseMissing { .. }
+                    bridge_core::Error::Locked { .. }
+                        | bridge_core::Error::DatabaseMissing { .. }
+                        | bridge_core::Error::NoStore { .. }
+                        | bridge_core::Error::Unreachable { .. }
                 )
         )
     }

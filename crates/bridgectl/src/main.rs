@@ -25,7 +25,9 @@ use std::time::Duration;
 use anyhow::Context;
 use bridge_cli::agent::SessionArg;
 use bridge_cli::{LogArgs, StoreArgs, exit, parse_duration};
-use bridge_core::{ConversationId, NewConversation, SessionId, Store, TTL_RANGE, Token};
+use bridge_core::{
+    ConversationId, Location, NewConversation, SessionId, Store, StoreOptions, TTL_RANGE, Token,
+};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
@@ -138,6 +140,14 @@ enum Command {
         #[command(subcommand)]
         command: access::AccessCommand,
     },
+    /// Copy this store (SQLite) into an empty PostgreSQL database, with the
+    /// same server key: tokens keep working, the audit chain verifies
+    Copy {
+        /// The PostgreSQL database, postgres://USER@HOST/DATABASE (the
+        /// password from PGPASSWORD or the URL)
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,13 +202,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
             | Command::Yolo { .. }
             | Command::Access { .. }
     );
+    // The copy is made with this store's key, wherever it is.
+    let key_file = options.key_path()?;
     let store = Store::open(options).await?;
-    let outcome = command(&store, args.command, args.json).await;
+    let outcome = command(&store, args.command, args.json, key_file).await;
     store.close().await;
     match outcome {
         Err(error) if listing && stdout_closed(&error) => Ok(()),
         outcome => outcome,
     }
+}
+
+/// `bridgectl copy --to URL`: the store into an empty PostgreSQL database.
+async fn copy(store: &Store, to: &str, key_file: PathBuf, json: bool) -> anyhow::Result<()> {
+    let mut target = StoreOptions::at(Location::parse(to)?);
+    target.key_file = Some(key_file);
+    let report = store.copy_into(target).await?;
+    print(json, &report, || {
+        format!(
+            "Copied {} into {}:\n{report}",
+            store.path().display(),
+            Location::parse(to).map_or_else(|_| String::new(), |location| location.to_string())
+        )
+    })
 }
 
 /// Whether `error` is a write to a stdout whose reader has gone.
@@ -219,7 +245,12 @@ fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> 
     Ok(())
 }
 
-async fn command(store: &Store, command: Command, json: bool) -> anyhow::Result<()> {
+async fn command(
+    store: &Store,
+    command: Command,
+    json: bool,
+    key_file: PathBuf,
+) -> anyhow::Result<()> {
     match command {
         Command::Create {
             my_role,
@@ -314,6 +345,7 @@ async fn command(store: &Store, command: Command, json: bool) -> anyhow::Result<
         Command::Demo => demo::run(json).await,
         Command::Yolo { command } => yolo::run(store, command, json).await,
         Command::Access { command } => access::run(store, command, json).await,
+        Command::Copy { to } => copy(store, &to, key_file, json).await,
     }
 }
 

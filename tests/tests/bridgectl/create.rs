@@ -35,7 +35,7 @@ fn mode(path: &Path) -> u32 {
 #[tokio::test]
 async fn create_prints_the_id_and_both_tokens_once() {
     let db = TempDb::new();
-    assert!(!db.path.exists());
+    assert!(!db.exists());
     let run = ctl(
         &db.path,
         &[
@@ -52,7 +52,7 @@ async fn create_prints_the_id_and_both_tokens_once() {
     );
     let stderr = run.stderr.clone();
     let stdout = run.ok();
-    assert!(db.path.exists(), "create makes the database");
+    assert!(db.exists(), "create makes the database");
 
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{stdout}");
@@ -317,6 +317,6 @@ fn a_bad_ttl_is_a_usage_error_that_creates_nothing() {
         assert_eq!(run.code, Some(2), "--ttl {ttl}: {}", run.stderr);
         assert_eq!(run.stdout, "");
         assert_eq!(run.stderr.lines().next(), Some(expected), "{}", run.stderr);
-        assert!(!db.path.exists(), "--ttl {ttl} created the database");
+        assert!(!db.exists(), "--ttl {ttl} created the database");
     }
 }

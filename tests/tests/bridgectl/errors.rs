@@ -21,7 +21,7 @@ fn the_store_and_log_flags_go_before_or_after_the_subcommand() {
         let listed = ctl(&db.path, args).json();
         assert_eq!(listed.as_array().unwrap().len(), 1, "{args:?}");
     }
-    assert!(!db.path.exists());
+    assert!(!db.exists());
 }
 
 #[test]
@@ -43,7 +43,7 @@ fn every_command_but_create_refuses_a_missing_database_and_creates_nothing() {
         &["cleanup"],
         &["cleanup", "--dry-run"],
     ];
-    let expected = format!("bridgectl: database {} does not exist", db.path.display());
+    let expected = format!("bridgectl: {}", db.missing_error());
     for args in commands {
         for json in [false, true] {
             let mut args = args.to_vec();
@@ -53,7 +53,7 @@ fn every_command_but_create_refuses_a_missing_database_and_creates_nothing() {
             // The same plain line with --json: errors are for people.
             let stderr = ctl(&db.path, &args).failed(1, &expected);
             assert_eq!(
-                stderr.matches("does not exist").count(),
+                stderr.matches(&db.missing_error()).count(),
                 1,
                 "{args:?}: printed once"
             );
@@ -116,7 +116,7 @@ fn unknown_subcommands_and_missing_arguments_are_usage_errors() {
         assert_eq!(run.stdout, "", "{args:?}");
         assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
     }
-    assert!(!db.path.exists());
+    assert!(!db.exists());
 }
 
 /// Asserts that none of `tokens` is in `haystack`, as hex in either case
@@ -226,11 +226,14 @@ async fn no_token_in_stderr_logs_or_the_database() {
             assert_absent(&path.display().to_string(), &bytes, &tokens);
         }
     }
-    let stored: Vec<String> = std::fs::read_dir(db.dir.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert!(stored.contains(&"bridge.db".to_owned()), "{stored:?}");
+    assert!(db.exists());
+    if db.is_postgres() {
+        for token in &tokens {
+            for case in [token.to_lowercase(), token.to_uppercase()] {
+                assert!(!db.stores_text(&case).await, "a token is in the database");
+            }
+        }
+    }
 }
 
 /// A listing whose reader goes away (`bridgectl audit | head`) ends quietly;
@@ -269,13 +272,15 @@ fn a_closed_stdout_ends_a_listing_quietly_but_not_a_creation() {
 #[test]
 fn a_database_of_an_unknown_kind_or_a_postgresql_one_without_a_key_file_is_refused() {
     let db = TempDb::new();
-    ctl(&db.path, &["--db", "mysql://db.example/team", "list"]).failed(
+    // BRIDGE_DB (a file, so no key file comes with it) is overridden by --db.
+    let file = db.dir.path().join("bridge.db");
+    ctl(&file, &["--db", "mysql://db.example/team", "list"]).failed(
         1,
         "bridgectl: invalid database: mysql:// is not a store mcp-bridge knows; \
          give a file path, sqlite:PATH, or postgres://USER@HOST/DATABASE",
     );
     let stderr = ctl(
-        &db.path,
+        &file,
         &["--db", "postgres://bridge:s3cret@127.0.0.1:1/team", "list"],
     )
     .failed(
@@ -285,5 +290,5 @@ fn a_database_of_an_unknown_kind_or_a_postgresql_one_without_a_key_file_is_refus
          server key",
     );
     assert!(!stderr.contains("s3cret"), "{stderr}");
-    assert!(!db.path.exists(), "nothing was created");
+    assert!(!file.exists() && !db.exists(), "nothing was created");
 }

@@ -10,6 +10,7 @@
 mod access;
 mod audit;
 mod cleanup;
+mod copy;
 mod create;
 mod demo;
 mod errors;
@@ -216,4 +217,23 @@ fn table(text: &str) -> Vec<BTreeMap<String, String>> {
 /// Unix milliseconds `seconds` ago.
 fn millis_ago(seconds: i64) -> i64 {
     Timestamp::now().as_millis() - seconds * 1_000
+}
+
+/// Every test of this binary again, on PostgreSQL.
+#[tokio::test]
+async fn every_test_on_postgres() {
+    bridge_tests::postgres::rerun_on_postgres(
+        "every_test_on_postgres",
+        &[
+            (
+                "errors::a_file_that_is_not_a_database",
+                "a text file where the SQLite database should be",
+            ),
+            (
+                "copy::",
+                "copies an SQLite store into a PostgreSQL server of its own",
+            ),
+        ],
+    )
+    .await;
 }

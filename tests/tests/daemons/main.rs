@@ -106,3 +106,17 @@ macro_rules! in_both_modes {
 }
 
 pub(crate) use in_both_modes;
+
+/// Every test of this binary again, on PostgreSQL.
+#[tokio::test]
+async fn every_test_on_postgres() {
+    bridge_tests::postgres::rerun_on_postgres(
+        "every_test_on_postgres",
+        &[(
+            "keepalive::it_waits_for_a_database_created_after_it_started",
+            "moves a database file into place (waiting for a PostgreSQL store: \
+             orchestrator's watchdog::bad_arguments_and_a_missing_database_are_clear_errors)",
+        )],
+    )
+    .await;
+}

@@ -137,7 +137,7 @@ fn a_non_loopback_address_is_refused_without_allow_remote() {
         ),
         "{stderr}"
     );
-    assert!(!db.path.exists(), "refused before the database is created");
+    assert!(!db.exists(), "refused before the database is created");
     let output = std::process::Command::new(bin::path("bridge-mcp"))
         .args(["--allow-remote"])
         .env("BRIDGE_DB", &db.path)

@@ -134,7 +134,7 @@ fn a_bad_certificate_or_key_stops_the_start_naming_the_file() {
     let (code, stderr) = start_failing(&db, &["--tls-cert", cert]);
     assert_eq!(code, Some(2), "--tls-cert needs --tls-key: {stderr}");
     assert!(stderr.contains("--tls-key"), "{stderr}");
-    assert!(!db.path.exists(), "refused before the database is created");
+    assert!(!db.exists(), "refused before the database is created");
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn plain_http_off_loopback_is_refused_unless_said_explicitly() {
          address, and tokens would cross the network readable; give --tls-cert and --tls-key, \
          or pass --insecure-plaintext if a proxy in front of the bridge encrypts"
     );
-    assert!(!db.path.exists(), "refused before the database is created");
+    assert!(!db.exists(), "refused before the database is created");
 }
 
 #[test]

@@ -9,3 +9,9 @@ mod watchdog;
 use std::time::Duration;
 
 const SECOND: Duration = Duration::from_secs(1);
+
+/// Every test of this binary again, on PostgreSQL.
+#[tokio::test]
+async fn every_test_on_postgres() {
+    bridge_tests::postgres::rerun_on_postgres("every_test_on_postgres", &[]).await;
+}

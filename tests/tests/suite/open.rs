@@ -63,7 +63,7 @@ async fn a_missing_database_is_refused_without_create() {
         error.to_string(),
         format!("database {} does not exist", db.path.display())
     );
-    assert!(!db.path.exists(), "nothing may be created");
+    assert!(!db.exists(), "nothing may be created");
 }
 
 #[tokio::test]
@@ -127,7 +127,7 @@ async fn another_programs_database_is_refused() {
     assert_eq!(
         error.to_string(),
         format!(
-            "{} is an SQLite database of another program, not an mcp-bridge store",
+            "{} is a database of another program, not an mcp-bridge store",
             db.path.display()
         )
     );

@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use bridge_core::{Location, NewMessage, Store, StoreOptions};
+use bridge_core::{Error, Location, NewMessage, Store, StoreOptions};
 use bridge_tests::TempDb;
 use bridge_tests::postgres::PgServer;
+use bridge_tests::tls::TestCa;
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection};
 
@@ -216,4 +217,197 @@ async fn a_commit_through_one_store_wakes_a_subscriber_of_another_on_the_same_da
     assert_eq!(bodies, ["one", "two"]);
     one.close().await;
     two.close().await;
+}
+
+/// What `bridgectl list` on `url` (with a key file in `dir`) exits with and
+/// the last line it prints on stderr.
+fn bridgectl_list(url: &str, dir: &Path) -> (Option<i32>, String) {
+    let key = dir.join("server.key");
+    let (code, _, stderr) = bridge_tests::daemon::run(
+        "bridgectl",
+        Path::new(url),
+        &["list"],
+        &[("BRIDGE_KEY_FILE", key.to_str().expect("a UTF-8 path"))],
+    );
+    let last = stderr.lines().last().unwrap_or_default().to_owned();
+    (code, last)
+}
+
+#[tokio::test]
+async fn a_server_out_of_reach_a_wrong_password_or_a_missing_database_is_said_in_words() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    let open = |url: String| {
+        let mut options = StoreOptions::at(Location::parse(&url).expect("a PostgreSQL URL"));
+        options.key_file = Some(keys.path().join("server.key"));
+        options
+    };
+
+    // Nobody listens on that port: it may come back, so exit 1.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("postgres://bridge:secret-pw@127.0.0.1:{closed}/bridge");
+    let error = Store::open(open(url.clone()))
+        .await
+        .expect_err("unreachable");
+    assert!(matches!(error, Error::Unreachable { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "cannot reach database postgres://bridge@127.0.0.1:{closed}/bridge: connection refused"
+        )
+    );
+    assert_eq!(
+        bridgectl_list(&url, keys.path()),
+        (
+            Some(1),
+            format!(
+                "bridgectl: cannot reach database postgres://bridge@127.0.0.1:{closed}/bridge: \
+                 connection refused"
+            )
+        )
+    );
+
+    // A wrong password, a database the server does not have: refused, and
+    // retrying cannot help, so exit 78.
+    let wrong = server
+        .url("postgres")
+        .replace(server.password(), "not-the-password");
+    let error = Store::open(open(wrong.clone()))
+        .await
+        .expect_err("wrong password")
+        .to_string();
+    let shown = format!("postgres://bridge@127.0.0.1:{}/postgres", server.port());
+    assert_eq!(
+        error,
+        format!(
+            "database {shown} refused the connection: wrong password for its user \
+             (check the URL or its PGPASSWORD)"
+        )
+    );
+    assert!(!error.contains("not-the-password"));
+    assert_eq!(
+        bridgectl_list(&wrong, keys.path()),
+        (Some(78), format!("bridgectl: {error}"))
+    );
+    let error = Store::open(open(server.url("nowhere")))
+        .await
+        .expect_err("no such database")
+        .to_string();
+    assert_eq!(
+        error,
+        format!(
+            "database postgres://bridge@127.0.0.1:{}/nowhere refused the connection: \
+             database \"nowhere\" does not exist on the server; create it first (createdb)",
+            server.port()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_database_of_another_program_or_a_newer_schema_is_refused_and_left_alone() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    let open = |url: &str| {
+        let mut options = StoreOptions::at(Location::parse(url).expect("a PostgreSQL URL"));
+        options.key_file = Some(keys.path().join("server.key"));
+        Store::open(options)
+    };
+
+    let foreign = server.create_database("recipes").await;
+    let mut connection = server.connect("recipes").await;
+    sqlx::query("CREATE TABLE recipe (name TEXT)")
+        .execute(&mut connection)
+        .await
+        .expect("create a table of another program");
+    let error = open(&foreign).await.expect_err("foreign").to_string();
+    assert_eq!(
+        error,
+        format!(
+            "postgres://bridge@127.0.0.1:{}/recipes is a database of another program, \
+             not an mcp-bridge store",
+            server.port()
+        )
+    );
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("count tables");
+    assert_eq!(tables, 1, "nothing was added to a foreign database");
+    connection.close().await.expect("close");
+
+    let newer = server.create_database("newer").await;
+    open(&newer).await.expect("make the store").close().await;
+    let mut connection = server.connect("newer").await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (29990101000000, 'from the future', true, '\\x00', 0)",
+    )
+    .execute(&mut connection)
+    .await
+    .expect("pretend a newer binary migrated it");
+    connection.close().await.expect("close");
+    let error = open(&newer).await.expect_err("newer").to_string();
+    assert!(
+        error.ends_with("has schema version 29990101000000, newer than this mcp-bridge knows (20261128000000); upgrade mcp-bridge"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn tls_to_the_server_is_verified_against_the_ca_the_url_names() {
+    let ca = TestCa::new();
+    let Some(server) = PgServer::start_with_tls(&ca).await else {
+        return;
+    };
+    let url = server.create_database("secured").await;
+    let dir = tempfile::tempdir().expect("a directory for the key and CAs");
+    let trusted = dir.path().join("ca.pem");
+    std::fs::write(&trusted, ca.pem()).expect("write the CA");
+    let stranger = dir.path().join("stranger.pem");
+    std::fs::write(&stranger, TestCa::new().pem()).expect("write another CA");
+    let open = |root: &Path| {
+        let with_tls = format!("{url}?sslmode=verify-full&sslrootcert={}", root.display());
+        let mut options = StoreOptions::at(Location::parse(&with_tls).expect("a PostgreSQL URL"));
+        options.key_file = Some(dir.path().join("server.key"));
+        Store::open(options)
+    };
+
+    let store = open(&trusted).await.expect("open over TLS");
+    let pair = bridge_tests::pair(&store).await;
+    store
+        .send(&pair.a, NewMessage::new("over TLS"))
+        .await
+        .expect("send");
+    // Every connection of the store (reads, the writer, the change feed)
+    // speaks TLS.
+    let mut admin = server.connect("postgres").await;
+    let (connections, encrypted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.ssl)
+         FROM pg_stat_activity AS a JOIN pg_stat_ssl AS s USING (pid)
+         WHERE a.datname = 'secured'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("read the server's connections");
+    assert!(connections >= 3, "{connections} connections");
+    assert_eq!(encrypted, connections);
+    admin.close().await.expect("close");
+    store.close().await;
+
+    // A server certificate the named CA did not sign: refused, retrying
+    // cannot help.
+    let error = open(&stranger).await.expect_err("an untrusted server");
+    assert!(matches!(error, Error::Refused { .. }), "{error:?}");
+    let error = error.to_string();
+    assert!(error.contains("refused the connection: TLS"), "{error}");
+    assert!(!error.contains(server.password()), "{error}");
 }
