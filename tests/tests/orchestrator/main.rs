@@ -3,6 +3,7 @@
 //! agents' own `bridge-mcp` and `keepalive-daemon` processes where a test
 //! plays a whole team.
 
+mod hubs;
 mod reassign;
 mod watchdog;
 
