@@ -48,6 +48,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct PgServer {
     /// Data directory, socket and log; removed after the server stopped.
     dir: TempDir,
+    /// How it is started, again by [`PgServer::restart`].
+    command: Command,
     child: Child,
     port: u16,
     password: String,
@@ -121,7 +123,7 @@ impl PgServer {
             String::from_utf8_lossy(&initdb.stderr)
         );
         let port = free_port();
-        let log = fs::File::create(dir.path().join("server.log")).expect("server log");
+        fs::File::create(dir.path().join("server.log")).expect("server log");
         if as_root {
             chown(dir.path().join("server.log"), Some(NOBODY), None).expect("hand the log over");
         }
@@ -139,27 +141,36 @@ impl PgServer {
                 format!("ssl_key_file={}", files.key.display()),
             ];
         }
-        let mut server = run_as(as_root, &bin.join("postgres"));
-        for setting in &tls_settings {
-            server.args(["-c", setting]);
+        let mut arguments: Vec<String> = tls_settings
+            .into_iter()
+            .flat_map(|setting| ["-c".to_owned(), setting])
+            .collect();
+        arguments.extend([
+            "-D".to_owned(),
+            data.display().to_string(),
+            "-p".to_owned(),
+            port.to_string(),
+            "-c".to_owned(),
+            "listen_addresses=127.0.0.1".to_owned(),
+            "-k".to_owned(),
+            dir.path().display().to_string(),
+        ]);
+        // A test's data need not survive a power cut: no syncs. Room for a
+        // whole test binary at once: each store has a pool.
+        for setting in [
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+            "max_connections=400",
+        ] {
+            arguments.extend(["-c".to_owned(), setting.to_owned()]);
         }
-        let child = server
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-            .arg("-k")
-            .arg(dir.path())
-            // A test's data need not survive a power cut: no syncs.
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            // Room for a whole test binary at once: each store has a pool.
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start postgres");
+        let mut command = run_as(as_root, &bin.join("postgres"));
+        command.args(arguments);
+        let child = spawn(&mut command, &dir);
         let server = PgServer {
             dir,
+            command,
             child,
             port,
             password,
@@ -239,9 +250,24 @@ impl PgServer {
 }
 
 impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl PgServer {
+    /// Stops the server (fast shutdown: its clients are disconnected, what
+    /// they had not committed is rolled back) and starts it again on the
+    /// same data and port; returns once it accepts connections.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&mut self.command, &self.dir);
+        self.wait_until_ready().await;
+    }
+
     /// Fast shutdown (`SIGINT`: disconnect clients, stop), then waits;
     /// `SIGKILL` if it has not stopped within 10 s.
-    fn drop(&mut self) {
+    fn stop(&mut self) {
         let pid = rustix::process::Pid::from_child(&self.child);
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -254,6 +280,20 @@ impl Drop for PgServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `command` (the server), its log appended to the directory's.
+fn spawn(command: &mut Command, dir: &TempDir) -> Child {
+    let log = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("server.log"))
+        .expect("open the server log");
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start postgres")
 }
 
 /// The directory of `initdb` and `postgres`, if installed.

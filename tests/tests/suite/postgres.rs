@@ -411,3 +411,94 @@ async fn tls_to_the_server_is_verified_against_the_ca_the_url_names() {
     assert!(error.contains("refused the connection: TLS"), "{error}");
     assert!(!error.contains(server.password()), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_in_the_middle_of_sending_loses_nothing_and_doubles_nothing() {
+    const SENDERS: usize = 4;
+    const EACH: usize = 150;
+    let Some(mut server) = PgServer::start().await else {
+        return;
+    };
+    let url = server.create_database("restarted").await;
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    let mut options = StoreOptions::at(Location::parse(&url).expect("a PostgreSQL URL"));
+    options.key_file = Some(keys.path().join("server.key"));
+    options.rate_limit_per_minute = 0;
+    let store = Store::open(options).await.expect("open");
+    let mut pairs = Vec::new();
+    for _ in 0..SENDERS {
+        pairs.push(bridge_tests::pair(&store).await);
+    }
+    // Each sender sends its numbered messages one after another, noting
+    // which were answered as sent and which as failed.
+    let senders: Vec<_> = pairs
+        .iter()
+        .enumerate()
+        .map(|(n, pair)| {
+            let (store, credentials) = (store.clone(), pair.a.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for m in 0..EACH {
+                    let body = format!("s{n} m{m}");
+                    let sent = store
+                        .send(&credentials, NewMessage::new(body.clone()))
+                        .await;
+                    let answered = std::time::Instant::now();
+                    outcomes.push((
+                        body,
+                        answered,
+                        sent.map(|_| ()).map_err(|error| error.to_string()),
+                    ));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let stopping = std::time::Instant::now();
+    server.restart().await;
+    let restarted = std::time::Instant::now();
+    let mut outcomes = Vec::new();
+    for sender in senders {
+        outcomes.extend(sender.await.expect("a sender"));
+    }
+
+    assert!(
+        outcomes.iter().any(|(_, at, _)| *at < stopping)
+            && outcomes.iter().any(|(_, at, _)| *at > restarted),
+        "the restart came in the middle of the sends"
+    );
+    let mut stored: Vec<String> = Vec::new();
+    for pair in &pairs {
+        stored.extend(
+            store
+                .peek(&pair.b, 1000)
+                .await
+                .expect("peek after the restart")
+                .into_iter()
+                .map(|message| message.body),
+        );
+    }
+    for (body, _, sent) in &outcomes {
+        let copies = stored.iter().filter(|stored| *stored == body).count();
+        match sent {
+            Ok(()) => assert_eq!(copies, 1, "{body} was answered as sent"),
+            Err(error) => assert_eq!(copies, 0, "{body} failed ({error}) yet is stored"),
+        }
+    }
+    // The writer waits for the server as for a lock (the busy timeout), so
+    // a restart of a second or two fails nothing.
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter_map(|(body, _, sent)| sent.as_ref().err().map(|error| (body, error)))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    // The store works on, and its chain is whole.
+    store
+        .send(&pairs[0].a, NewMessage::new("after"))
+        .await
+        .expect("a send after the restart");
+    let report = store.verify_audit().await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    store.close().await;
+}

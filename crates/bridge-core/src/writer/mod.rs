@@ -278,6 +278,9 @@ pub(crate) enum Failure {
     Read(Error),
     /// In the write phase: one operation may be at fault.
     Write(Error),
+    /// The commit's answer was lost and its outcome could not be learned:
+    /// the batch may stand, so it is reported, never retried.
+    InDoubt(Error),
 }
 
 /// A database the writer commits through.
@@ -349,14 +352,16 @@ impl<E: Engine> WriterTask<E> {
                     }
                     let failure = match outcome {
                         Ok(_) => None,
-                        Err(Failure::Read(error) | Failure::Write(error)) => Some(error),
+                        Err(
+                            Failure::Read(error) | Failure::Write(error) | Failure::InDoubt(error),
+                        ) => Some(error),
                     };
                     for job in alone {
                         job.finish(failure.as_ref());
                     }
                 }
             }
-            Err(Failure::Read(error) | Failure::Write(error)) => {
+            Err(Failure::Read(error) | Failure::Write(error) | Failure::InDoubt(error)) => {
                 for job in jobs {
                     job.finish(Some(&error));
                 }

@@ -21,11 +21,22 @@
 //! the writer then retries its operations one by one. A connection that
 //! broke is dropped and opened again for the next batch.
 //!
+//! A connection that breaks during `COMMIT` leaves the batch in doubt: the
+//! server may have committed it before the answer was lost. Retrying it
+//! then could apply it twice, and reporting a failure would be a lie. So
+//! the engine learns the transaction's id before committing, and in doubt
+//! asks the server, on a new connection, what became of it
+//! (`pg_xact_status`): committed is success, aborted is a failure like any
+//! other (retried), and no answer within the busy timeout is reported to
+//! every caller as a commit in doubt, never retried.
+//!
 //! [`Batch`]: super::Batch
 
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, Executor};
+use std::time::Duration;
+
+use sqlx::{Connection, Executor, Row};
 
 use crate::error::{Error, Result};
 use crate::kinds::TaskState;
@@ -56,7 +67,41 @@ impl PgEngine {
 }
 
 impl Engine for PgEngine {
+    /// Commits the batch; while the server cannot be reached (restarting,
+    /// say), tries again for up to the busy timeout, as SQLite waits for a
+    /// lock. Nothing of a batch that failed before `COMMIT` stands, so
+    /// trying it again cannot apply it twice.
     async fn commit(
+        &mut self,
+        shared: &Shared,
+        jobs: &mut [Box<dyn Job>],
+    ) -> Result<bool, Failure> {
+        let deadline = tokio::time::Instant::now() + shared.options.busy_timeout;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match self.attempt(shared, jobs).await {
+                Err(
+                    Failure::Read(Error::Unreachable { .. })
+                    | Failure::Write(Error::Unreachable { .. }),
+                ) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            let _ = connection.close().await;
+        }
+    }
+}
+
+impl PgEngine {
+    /// One attempt at committing the batch.
+    async fn attempt(
         &mut self,
         shared: &Shared,
         jobs: &mut [Box<dyn Job>],
@@ -88,23 +133,31 @@ impl Engine for PgEngine {
             return Ok(false);
         }
         let heads = batch.heads();
-        match self.write_phase(&batch.params(), &heads).await {
-            Ok(()) => Ok(true),
+        let xid = match self.write_phase(&batch.params(), &heads).await {
+            Ok(xid) => xid,
             Err(error) => {
                 self.abandon(&error).await;
+                return Err(Failure::Write(shared.sqlx_error(error)));
+            }
+        };
+        let committed = match self.connection() {
+            Ok(connection) => connection.execute("COMMIT").await,
+            Err(error) => Err(error),
+        };
+        match committed {
+            Ok(_) => Ok(true),
+            // The server answered: nothing was committed.
+            Err(error @ sqlx::Error::Database(_)) => {
+                self.rollback().await;
                 Err(Failure::Write(shared.sqlx_error(error)))
+            }
+            Err(error) => {
+                self.connection = None;
+                self.resolve_doubt(shared, &xid, error).await
             }
         }
     }
 
-    async fn close(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            let _ = connection.close().await;
-        }
-    }
-}
-
-impl PgEngine {
     fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
         self.connection.as_mut().ok_or(sqlx::Error::PoolClosed)
     }
@@ -128,8 +181,9 @@ impl PgEngine {
         Ok(state_from_json(shared, lookups, &heads, &document))
     }
 
-    /// The write set, the heads, `COMMIT`.
-    async fn write_phase(&mut self, params: &Params, heads: &Heads) -> Result<(), sqlx::Error> {
+    /// The write set and the heads; returns the transaction's id, for a
+    /// commit in doubt.
+    async fn write_phase(&mut self, params: &Params, heads: &Heads) -> Result<String, sqlx::Error> {
         let connection = self.connection()?;
         for (sql, array) in writes(params) {
             if array != "[]" {
@@ -139,7 +193,7 @@ impl PgEngine {
                     .await?;
             }
         }
-        sqlx::query(HEADS_SQL)
+        let done = sqlx::query(HEADS_SQL)
             .bind(heads.last_message_id)
             .bind(heads.last_audit_id)
             .bind(heads.last_task_id)
@@ -148,10 +202,66 @@ impl PgEngine {
                 "message={},audit={},task={}",
                 heads.last_message_id, heads.last_audit_id, heads.last_task_id
             ))
-            .execute(&mut *connection)
+            .fetch_one(&mut *connection)
             .await?;
-        connection.execute("COMMIT").await?;
-        Ok(())
+        done.try_get(0)
+    }
+
+    /// After a `COMMIT` whose answer was lost (`lost`): asks the server, on
+    /// new connections, for up to the busy timeout, whether transaction
+    /// `xid` committed.
+    async fn resolve_doubt(
+        &mut self,
+        shared: &Shared,
+        xid: &str,
+        lost: sqlx::Error,
+    ) -> Result<bool, Failure> {
+        let deadline = tokio::time::Instant::now() + shared.options.busy_timeout;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match self.transaction_status(xid).await {
+                Ok(Some(status)) if status == "committed" => {
+                    tracing::info!("the connection broke during a commit, which went through");
+                    return Ok(true);
+                }
+                // Aborted, or too old to know (then it cannot have been
+                // this batch's, which just ran): nothing of it stands.
+                Ok(Some(status)) if status != "in progress" => {
+                    return Err(Failure::Write(shared.sqlx_error(lost)));
+                }
+                Ok(None) => return Err(Failure::Write(shared.sqlx_error(lost))),
+                Ok(Some(_)) | Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                Ok(Some(_)) | Err(_) => {
+                    return Err(Failure::InDoubt(Error::Database {
+                        path: shared.path.clone(),
+                        message: format!(
+                            "the connection broke during a commit ({lost}) and the server could \
+                             not say within {} ms whether it went through; look before retrying",
+                            shared.options.busy_timeout.as_millis()
+                        ),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// What became of transaction `xid`, asked on a new connection (kept as
+    /// the engine's).
+    async fn transaction_status(&mut self, xid: &str) -> Result<Option<String>, sqlx::Error> {
+        if self.connection.is_none() {
+            self.connection = Some(PgConnection::connect_with(&self.connect).await?);
+        }
+        let status = sqlx::query_scalar(STATUS_SQL)
+            .bind(xid)
+            .fetch_one(self.connection()?)
+            .await;
+        if status.is_err() {
+            self.connection = None;
+        }
+        status
     }
 
     /// Ends the open transaction without writing.
@@ -186,7 +296,12 @@ WITH updated AS (
     SET last_id = CASE name WHEN 'message' THEN $1 WHEN 'audit' THEN $2 ELSE $3 END,
         hash = CASE name WHEN 'audit' THEN $4 ELSE hash END
     RETURNING 1)
-SELECT pg_notify('mcp_bridge', $5) FROM (SELECT count(*) FROM updated) AS done";
+SELECT pg_current_xact_id()::text, pg_notify('mcp_bridge', $5)
+FROM (SELECT count(*) FROM updated) AS done";
+
+/// What became of a transaction, by its id: `committed`, `aborted`, `in
+/// progress`, or NULL for one too old to know.
+const STATUS_SQL: &str = "SELECT pg_xact_status($1::xid8)";
 
 /// The rows a batch names, as one JSON document of arrays (sessions, tasks,
 /// yolo, approvals, access, idempotency), from the lookups' JSON arrays in
