@@ -502,3 +502,101 @@ async fn a_server_restart_in_the_middle_of_sending_loses_nothing_and_doubles_not
     assert!(report.is_intact(), "{report:?}");
     store.close().await;
 }
+
+/// Two stores on one new database of `server`, the second one's poll every
+/// `poll`; the first one's conversation.
+async fn two_stores(
+    server: &PgServer,
+    name: &str,
+    keys: &Path,
+    poll: std::time::Duration,
+) -> (Store, Store, bridge_tests::Pair) {
+    let url = server.create_database(name).await;
+    let mut options = StoreOptions::at(Location::parse(&url).expect("a PostgreSQL URL"));
+    options.key_file = Some(keys.join("server.key"));
+    let one = Store::open(options.clone()).await.expect("open one");
+    options.poll_interval = poll;
+    let two = Store::open(options).await.expect("open two");
+    let pair = bridge_tests::pair(&one).await;
+    (one, two, pair)
+}
+
+#[tokio::test]
+async fn a_change_feed_whose_connection_is_cut_wakes_its_waiters_and_listens_again() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    // A poll far longer than the test: only the feed can wake the waiter.
+    let hour = std::time::Duration::from_secs(3600);
+    let (one, two, pair) = two_stores(&server, "cut", keys.path(), hour).await;
+    let mut changes = two.subscribe();
+    let mut admin = server.connect("postgres").await;
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = 'cut' AND query LIKE 'LISTEN%'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("cut the listeners");
+    assert_eq!(cut, 2, "one listener per store");
+    // What was committed while no one listened is looked at again.
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+        .await
+        .expect("woken when the feed broke")
+        .expect("open");
+    // And it listens again: the next commit wakes it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'cut' AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .expect("count the listeners");
+        if listening == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no listener came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    one.send(&pair.a, NewMessage::new("after the cut"))
+        .await
+        .expect("send");
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+        .await
+        .expect("woken by the next commit")
+        .expect("open");
+    assert_eq!(two.check(&pair.b, 10).await.expect("check").len(), 1);
+    admin.close().await.expect("close");
+    one.close().await;
+    two.close().await;
+}
+
+#[tokio::test]
+async fn a_commit_without_a_notification_is_noticed_by_the_periodic_check() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    let poll = std::time::Duration::from_millis(200);
+    let (one, two, _pair) = two_stores(&server, "silent", keys.path(), poll).await;
+    let mut changes = two.subscribe();
+    // A feed gone silent, as a half-open connection would be: a commit
+    // that moves the heads and notifies no one.
+    let mut raw = server.connect("silent").await;
+    sqlx::query("UPDATE head SET last_id = last_id")
+        .execute(&mut raw)
+        .await
+        .expect("commit without NOTIFY");
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+        .await
+        .expect("woken by the periodic check")
+        .expect("open");
+    raw.close().await.expect("close");
+    one.close().await;
+    two.close().await;
+}
