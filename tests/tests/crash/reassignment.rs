@@ -36,7 +36,8 @@ struct Assignment {
     task_id: i64,
     attempt: i64,
     conversation_id: String,
-    open: bool,
+    /// 1 while it is the current assignment (a number on either store).
+    open: i64,
     ended_by: Option<String>,
 }
 
@@ -219,11 +220,13 @@ async fn each_task_ends_on_exactly_one_healthy_worker_across_kills() {
 
     let mut raw = db.raw().await;
     // Where each task is.
-    let tasks: Vec<(i64, String, String, i64, i64)> =
-        sqlx::query_as("SELECT id, conversation_id, state, attempts, unassigned FROM task")
-            .fetch_all(&mut raw)
-            .await
-            .unwrap();
+    let tasks: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT id, conversation_id, state, attempts,
+                CASE WHEN unassigned THEN 1 ELSE 0 END FROM task",
+    )
+    .fetch_all(&mut raw)
+    .await
+    .unwrap();
     assert_eq!(
         tasks.iter().map(|task| task.0).collect::<BTreeSet<_>>(),
         first_worker.keys().copied().collect(),
@@ -231,7 +234,8 @@ async fn each_task_ends_on_exactly_one_healthy_worker_across_kills() {
     );
     // Its assignments, in order.
     let rows: Vec<Assignment> = sqlx::query_as(
-        "SELECT task_id, attempt, conversation_id, ended_at IS NULL AS open, ended_by
+        "SELECT task_id, attempt, conversation_id,
+                CASE WHEN ended_at IS NULL THEN 1 ELSE 0 END AS open, ended_by
          FROM task_assignment ORDER BY task_id, attempt",
     )
     .fetch_all(&mut raw)
@@ -243,36 +247,42 @@ async fn each_task_ends_on_exactly_one_healthy_worker_across_kills() {
     }
     // What each move wrote: a message to the new worker, one to the old,
     // one to the orchestrator, and an audit row.
-    let events: Vec<(i64, String, String, String)> = sqlx::query_as(
-        "SELECT json_extract(metadata, '$.task_id'), json_extract(metadata, '$.event'),
-                conversation_id, recipient
-         FROM message
-         WHERE sender = 'system'
-           AND json_extract(metadata, '$.event') IN ('reassigned', 'taken_away', 'moved')",
+    // The JSON is read here, not in SQL, which each store spells its own way.
+    let number = |json: &serde_json::Value, key: &str| json[key].as_i64().unwrap_or_default();
+    let text = |json: &serde_json::Value, key: &str| json[key].as_str().unwrap_or("").to_owned();
+    let events: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT metadata, conversation_id, recipient FROM message
+         WHERE sender = 'system' AND metadata IS NOT NULL",
     )
     .fetch_all(&mut raw)
     .await
     .unwrap();
     let mut told: BTreeMap<(i64, String), Vec<(String, String)>> = BTreeMap::new();
-    for (task, event, conversation, recipient) in events {
-        told.entry((task, event))
-            .or_default()
-            .push((conversation, recipient));
+    for (metadata, conversation, recipient) in events {
+        let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+        let event = text(&metadata, "event");
+        if ["reassigned", "taken_away", "moved"].contains(&event.as_str()) {
+            told.entry((number(&metadata, "task_id"), event))
+                .or_default()
+                .push((conversation, recipient));
+        }
     }
-    let audited: Vec<(i64, String, String, i64)> = sqlx::query_as(
-        "SELECT json_extract(detail, '$.task_id'), json_extract(detail, '$.from'),
-                json_extract(detail, '$.to'), json_extract(detail, '$.attempt')
-         FROM audit WHERE action = 'task_reassigned'",
-    )
-    .fetch_all(&mut raw)
-    .await
-    .unwrap();
+    let audited: Vec<String> =
+        sqlx::query_scalar("SELECT detail FROM audit WHERE action = 'task_reassigned'")
+            .fetch_all(&mut raw)
+            .await
+            .unwrap();
     let mut audit_rows: BTreeMap<i64, Vec<(String, String, i64)>> = BTreeMap::new();
-    for (task, from, to, attempt) in audited {
+    for detail in audited {
+        let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
         audit_rows
-            .entry(task)
+            .entry(number(&detail, "task_id"))
             .or_default()
-            .push((from, to, attempt));
+            .push((
+                text(&detail, "from"),
+                text(&detail, "to"),
+                number(&detail, "attempt"),
+            ));
     }
     drop(raw);
 
@@ -297,11 +307,11 @@ async fn each_task_ends_on_exactly_one_healthy_worker_across_kills() {
             (1..=*attempts).collect::<Vec<_>>(),
             "{context}: assignment rows against attempts"
         );
-        let open: Vec<_> = history.iter().filter(|row| row.open).collect();
+        let open: Vec<_> = history.iter().filter(|row| row.open == 1).collect();
         assert_eq!(open.len(), 1, "{context}: open assignments {history:?}");
         let last = &history[history.len() - 1];
         assert!(
-            last.open && &last.conversation_id == conversation,
+            last.open == 1 && &last.conversation_id == conversation,
             "{context}: the open assignment is on {}, the task on {conversation}",
             last.conversation_id
         );
