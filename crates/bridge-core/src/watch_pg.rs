@@ -126,9 +126,10 @@ impl Feed {
                 }
                 received = receive(listener.as_mut()) => match received {
                     Ok(true) => {
+                        // Wake first: the heads are only for the next check.
+                        self.changes.notify();
                         heads = read_heads(&self.pool).await.or(heads);
                         said_silent = false;
-                        self.changes.notify();
                     }
                     Ok(false) => {
                         tracing::debug!("the change-feed connection was lost; reconnecting");

@@ -521,6 +521,29 @@ async fn two_stores(
     (one, two, pair)
 }
 
+/// Waits (up to 10 s) until `count` connections to `database` have last
+/// run `LISTEN` (the server shows a statement once it has started).
+async fn wait_for_listeners(admin: &mut PgConnection, database: &str, count: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+        )
+        .bind(database)
+        .fetch_one(&mut *admin)
+        .await
+        .expect("count the listeners");
+        if listening == count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{listening} listeners, not {count}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_change_feed_whose_connection_is_cut_wakes_its_waiters_and_listens_again() {
     let Some(server) = PgServer::start().await else {
@@ -532,6 +555,7 @@ async fn a_change_feed_whose_connection_is_cut_wakes_its_waiters_and_listens_aga
     let (one, two, pair) = two_stores(&server, "cut", keys.path(), hour).await;
     let mut changes = two.subscribe();
     let mut admin = server.connect("postgres").await;
+    wait_for_listeners(&mut admin, "cut", 2).await;
     let cut: i64 = sqlx::query_scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
          WHERE datname = 'cut' AND query LIKE 'LISTEN%'",
@@ -546,23 +570,7 @@ async fn a_change_feed_whose_connection_is_cut_wakes_its_waiters_and_listens_aga
         .expect("woken when the feed broke")
         .expect("open");
     // And it listens again: the next commit wakes it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let listening: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'cut' AND query LIKE 'LISTEN%'",
-        )
-        .fetch_one(&mut admin)
-        .await
-        .expect("count the listeners");
-        if listening == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no listener came back"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_listeners(&mut admin, "cut", 2).await;
     one.send(&pair.a, NewMessage::new("after the cut"))
         .await
         .expect("send");
