@@ -54,6 +54,9 @@ impl PgWatcher {
         poll_interval: Duration,
     ) -> Result<PgWatcher, sqlx::Error> {
         let listener = connect_listener(&connect).await?;
+        // The heads as they are now, before the store is handed out: the
+        // check compares with them, so no commit after `open` is missed.
+        let heads = read_heads(&pool).await;
         let (stop, stopped) = oneshot::channel();
         let feed = Feed {
             connect,
@@ -61,7 +64,7 @@ impl PgWatcher {
             changes,
             poll_interval,
         };
-        let task = tokio::spawn(feed.listen(listener, stopped));
+        let task = tokio::spawn(feed.listen(listener, heads, stopped));
         Ok(PgWatcher {
             task,
             stop: Some(stop),
@@ -92,9 +95,13 @@ struct Feed {
 }
 
 impl Feed {
-    async fn listen(self, listener: PgListener, mut stopped: oneshot::Receiver<()>) {
+    async fn listen(
+        self,
+        listener: PgListener,
+        mut heads: Option<String>,
+        mut stopped: oneshot::Receiver<()>,
+    ) {
         let mut listener = Some(listener);
-        let mut heads = read_heads(&self.pool).await;
         let mut said_silent = false;
         let mut check = tokio::time::interval(self.poll_interval);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
