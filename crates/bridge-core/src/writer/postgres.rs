@@ -2,10 +2,9 @@
 //!
 //! Every batch is one transaction of a few round trips:
 //!
-//! 1. `BEGIN` and, in the same round trip, lock the three `head` rows (`FOR
-//!    UPDATE`, in name order, so that hubs never deadlock on them) and read
-//!    them: the last message, audit and task ids, the audit chain's last
-//!    hash, and the transaction's id. Every writer of the
+//! 1. `BEGIN`, then lock the three `head` rows (`FOR UPDATE`, in name order,
+//!    so that hubs never deadlock on them) and read them: the last message,
+//!    audit and task ids and the audit chain's last hash. Every writer of the
 //!    database, whatever hub it runs in, passes here one at a time, so ids
 //!    follow commit order and the audit chain stays one chain.
 //! 2. The rows the batch names, read as one JSON document. This is a
@@ -15,11 +14,8 @@
 //!    it.
 //! 3. The operations run in memory (the database-neutral [`Batch`]); then
 //!    one `INSERT`, `UPDATE` or `DELETE` per non-empty array of the write
-//!    set, each taking its JSON array as one `jsonb` parameter.
-//! 4. The heads, the `NOTIFY`, and `COMMIT`, in one round trip.
-//!
-//! A send is so five round trips: steps 1, 2 and 4, and the message and
-//! audit inserts.
+//!    set, each taking its JSON array as one `jsonb` parameter, the heads,
+//!    and `COMMIT`.
 //!
 //! A failure rolls the transaction back, so a batch is never half applied;
 //! the writer then retries its operations one by one. A connection that
@@ -40,13 +36,12 @@ use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, Connection, Executor, Row};
+use sqlx::{Connection, Executor, Row};
 
 use crate::error::{Error, Result};
 use crate::kinds::TaskState;
 use crate::store::Shared;
 use crate::time::Timestamp;
-use crate::watch_pg::CHANNEL;
 
 use super::batch::{Heads, Params, State, run_jobs};
 use super::rows::{
@@ -118,8 +113,8 @@ impl PgEngine {
             self.connection = Some(connection);
         }
         let lookups = Lookups::of(jobs);
-        let (state, xid) = match self.read_phase(shared, &lookups).await {
-            Ok(read) => read,
+        let state = match self.read_phase(shared, &lookups).await {
+            Ok(state) => state,
             Err(error) => {
                 self.abandon(&error).await;
                 return Err(Failure::Read(shared.sqlx_error(error)));
@@ -137,26 +132,20 @@ impl PgEngine {
             self.rollback().await;
             return Ok(false);
         }
-        let Some(finish) = finish_sql(&batch.heads()) else {
-            self.rollback().await;
-            return Err(Failure::Write(Error::Database {
-                path: shared.path.clone(),
-                message: "the audit chain's last hash in table head is not hex".into(),
-            }));
+        let heads = batch.heads();
+        let xid = match self.write_phase(&batch.params(), &heads).await {
+            Ok(xid) => xid,
+            Err(error) => {
+                self.abandon(&error).await;
+                return Err(Failure::Write(shared.sqlx_error(error)));
+            }
         };
-        if let Err(error) = self.write_phase(&batch.params()).await {
-            self.abandon(&error).await;
-            return Err(Failure::Write(shared.sqlx_error(error)));
-        }
         let committed = match self.connection() {
-            Ok(connection) => sqlx::raw_sql(AssertSqlSafe(finish))
-                .execute(connection)
-                .await
-                .map(drop),
+            Ok(connection) => connection.execute("COMMIT").await,
             Err(error) => Err(error),
         };
         match committed {
-            Ok(()) => Ok(true),
+            Ok(_) => Ok(true),
             // The server answered: nothing was committed.
             Err(error @ sqlx::Error::Database(_)) => {
                 self.rollback().await;
@@ -173,34 +162,28 @@ impl PgEngine {
         self.connection.as_mut().ok_or(sqlx::Error::PoolClosed)
     }
 
-    /// `BEGIN` and the lock on the heads (one round trip), then the rows the
-    /// batch names; with the transaction's id, for a commit in doubt. The
-    /// outer error is the database's (the transaction may be open); the
-    /// inner one a row that does not decode (the transaction is open).
+    /// `BEGIN`, the lock on the heads, the rows the batch names. The outer
+    /// error is the database's (the transaction may be open); the inner one
+    /// a row that does not decode (the transaction is open).
     async fn read_phase(
         &mut self,
         shared: &Shared,
         lookups: &Lookups,
-    ) -> Result<(Result<State>, String), sqlx::Error> {
+    ) -> Result<Result<State>, sqlx::Error> {
         let json = lookups.json();
         let connection = self.connection()?;
-        let locked = sqlx::raw_sql(BEGIN_AND_LOCK_SQL)
-            .fetch_all(&mut *connection)
-            .await?;
-        let mut heads = Vec::with_capacity(locked.len());
-        let mut xid = String::new();
-        for row in &locked {
-            heads.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-            xid = row.try_get(3)?;
-        }
+        connection.execute("BEGIN").await?;
+        let heads: Vec<(String, i64, Option<String>)> =
+            sqlx::query_as(LOCK_SQL).fetch_all(&mut *connection).await?;
         let document: String = bind_lookups(sqlx::query_scalar(LOOKUP_SQL), &json)
             .fetch_one(&mut *connection)
             .await?;
-        Ok((state_from_json(shared, lookups, &heads, &document), xid))
+        Ok(state_from_json(shared, lookups, &heads, &document))
     }
 
-    /// The write set: one statement per non-empty array.
-    async fn write_phase(&mut self, params: &Params) -> Result<(), sqlx::Error> {
+    /// The write set and the heads; returns the transaction's id, for a
+    /// commit in doubt.
+    async fn write_phase(&mut self, params: &Params, heads: &Heads) -> Result<String, sqlx::Error> {
         let connection = self.connection()?;
         for (sql, array) in writes(params) {
             if array != "[]" {
@@ -210,7 +193,18 @@ impl PgEngine {
                     .await?;
             }
         }
-        Ok(())
+        let done = sqlx::query(HEADS_SQL)
+            .bind(heads.last_message_id)
+            .bind(heads.last_audit_id)
+            .bind(heads.last_task_id)
+            .bind(heads.last_hash.as_deref())
+            .bind(format!(
+                "message={},audit={},task={}",
+                heads.last_message_id, heads.last_audit_id, heads.last_task_id
+            ))
+            .fetch_one(&mut *connection)
+            .await?;
+        done.try_get(0)
     }
 
     /// After a `COMMIT` whose answer was lost (`lost`): asks the server, on
@@ -290,40 +284,20 @@ impl PgEngine {
     }
 }
 
-/// Begins the batch's transaction, locks the heads in name order and reads
-/// them, with the transaction's id: one round trip (the simple query
-/// protocol takes both statements at once; neither has parameters).
-const BEGIN_AND_LOCK_SQL: &str = "BEGIN;
-SELECT name, last_id, hash, pg_current_xact_id()::text FROM head ORDER BY name FOR UPDATE";
+/// Locks the heads, in name order, and reads them.
+const LOCK_SQL: &str = "SELECT name, last_id, hash FROM head ORDER BY name FOR UPDATE";
 
-/// Writes the heads a batch leaves, notifies the stores listening (see
-/// `watch_pg`) with them, delivered when the transaction commits, and
-/// commits: one round trip. The values are written into the text, since
-/// the simple query protocol that takes several statements takes no
-/// parameters; they are integers and the hex of a hash, so `None` if the
-/// hash is anything else.
-fn finish_sql(heads: &Heads) -> Option<String> {
-    let hash = match heads.last_hash.as_deref() {
-        Some(hash) if hash.bytes().all(|byte| byte.is_ascii_hexdigit()) => format!("'{hash}'"),
-        Some(_) => return None,
-        None => "NULL".to_owned(),
-    };
-    let (message, audit, task) = (
-        heads.last_message_id,
-        heads.last_audit_id,
-        heads.last_task_id,
-    );
-    Some(format!(
-        "WITH updated AS (
+/// Writes the heads a batch leaves ($1 message, $2 audit, $3 task, $4 the
+/// audit chain's last hash) and notifies the stores listening (see
+/// `watch_pg`) with them ($5), delivered when the transaction commits.
+const HEADS_SQL: &str = "
+WITH updated AS (
     UPDATE head
-    SET last_id = CASE name WHEN 'message' THEN {message} WHEN 'audit' THEN {audit} ELSE {task} END,
-        hash = CASE name WHEN 'audit' THEN {hash} ELSE hash END
+    SET last_id = CASE name WHEN 'message' THEN $1 WHEN 'audit' THEN $2 ELSE $3 END,
+        hash = CASE name WHEN 'audit' THEN $4 ELSE hash END
     RETURNING 1)
-SELECT pg_notify('{CHANNEL}', 'message={message},audit={audit},task={task}')
-FROM (SELECT count(*) FROM updated) AS done;
-COMMIT"
-    ))
-}
+SELECT pg_current_xact_id()::text, pg_notify('mcp_bridge', $5)
+FROM (SELECT count(*) FROM updated) AS done";
 
 /// What became of a transaction, by its id: `committed`, `aborted`, `in
 /// progress`, or NULL for one too old to know.
