@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use bridge_core::{Credentials, Location, NewMessage, Store, StoreOptions};
 use bridge_testkit::process::cpu_time;
 use bridge_testkit::report::{machine, micros, rate, report_latency, report_rate};
-use bridge_tests::postgres::{PgServer, SUPERUSER};
+use bridge_tests::postgres::{PgServer, SUPERUSER, server_programs};
 use bridge_tests::{TempDb, pair};
 
 /// Writers in every rate measurement.
@@ -413,39 +413,11 @@ async fn pgbench(server: &PgServer) -> Option<f64> {
     Some(tps)
 }
 
-/// `pgbench` beside the server's programs (`pg_config --bindir`, Debian's
-/// newest `/usr/lib/postgresql/<version>/bin`), else on the `PATH`.
+/// `pgbench`, beside the server programs the benchmark's cluster runs.
 fn pgbench_program() -> Option<PathBuf> {
-    if let Ok(output) = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        && output.status.success()
-    {
-        let program = Path::new(String::from_utf8_lossy(&output.stdout).trim()).join("pgbench");
-        if program.is_file() {
-            return Some(program);
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            Some((version, entry.path().join("bin").join("pgbench")))
-        })
-        .filter(|(_, program)| program.is_file())
-        .collect();
-    versions.sort();
-    if let Some((_, program)) = versions.pop() {
-        return Some(program);
-    }
-    std::process::Command::new("pgbench")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|_| PathBuf::from("pgbench"))
+    server_programs()
+        .map(|dir| dir.join("pgbench"))
+        .filter(|program| program.is_file())
 }
 
 /// What the wake-up measurement gave.

@@ -296,8 +296,9 @@ fn spawn(command: &mut Command, dir: &TempDir) -> Child {
         .expect("start postgres")
 }
 
-/// The directory of `initdb` and `postgres`, if installed.
-fn server_programs() -> Option<PathBuf> {
+/// The directory of `initdb` and `postgres` (and the other programs of the
+/// same installation, `pgbench` say), if installed.
+pub fn server_programs() -> Option<PathBuf> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
     if let Some(dir) = std::env::var_os("BRIDGE_PG_BINDIR") {
         return Some(PathBuf::from(dir)).filter(|dir| has_both(dir));
