@@ -16,6 +16,8 @@ pub struct Daemon {
     /// Stdout lines, with the instant each was read.
     lines: mpsc::Receiver<(Instant, String)>,
     stderr: Arc<Mutex<String>>,
+    /// Says when stderr reached its end (after the daemon exited).
+    stderr_closed: mpsc::Receiver<()>,
 }
 
 impl Daemon {
@@ -54,6 +56,7 @@ impl Daemon {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&stderr);
+        let (closed, stderr_closed) = mpsc::channel();
         std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
             while let Ok(read) = pipe.read(&mut buffer) {
@@ -64,11 +67,13 @@ impl Daemon {
                     .unwrap()
                     .push_str(&String::from_utf8_lossy(&buffer[..read]));
             }
+            let _ = closed.send(());
         });
         Daemon {
             child,
             lines,
             stderr,
+            stderr_closed,
         }
     }
 
@@ -116,11 +121,14 @@ impl Daemon {
         self.wait(timeout).map(|status| (status, sent.elapsed()))
     }
 
-    /// Waits up to `timeout` for the daemon to exit by itself.
+    /// Waits up to `timeout` for the daemon to exit by itself. Once it has,
+    /// [`Daemon::stderr`] holds all it wrote (unless a child of its own
+    /// still holds the pipe a second later).
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                let _ = self.stderr_closed.recv_timeout(Duration::from_secs(1));
                 return Some(status);
             }
             if Instant::now() >= deadline {
