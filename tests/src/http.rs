@@ -23,6 +23,8 @@ pub struct Connection {
     authority: String,
     /// Extra header lines sent with every request (`Authorization`, say).
     headers: String,
+    /// Server-sent events read but not yet returned.
+    events: String,
 }
 
 /// A connection's bytes: plain TCP, or TLS over it.
@@ -116,6 +118,7 @@ impl Connection {
             stream: BufReader::new(Stream::Plain(tcp(authority))),
             authority: authority.to_owned(),
             headers: String::new(),
+            events: String::new(),
         }
     }
 
@@ -141,6 +144,7 @@ impl Connection {
             stream: BufReader::new(Stream::Tls(Box::new(stream))),
             authority: authority.to_owned(),
             headers: String::new(),
+            events: String::new(),
         })
     }
 
@@ -216,6 +220,88 @@ impl Connection {
             .write_all(request.as_bytes())
             .expect("send the request");
         self.read()
+    }
+
+    /// `GET <target>` with the headers set so far and `extra` ones (a
+    /// `Host` among them replaces the server's authority), and its
+    /// response.
+    pub fn get(&mut self, target: &str, extra: &[(&str, &str)]) -> Response {
+        self.send_get(target, extra);
+        self.read()
+    }
+
+    /// Sends `GET <target>` for a stream of server-sent events and reads
+    /// its head; [`Connection::next_event`] reads the events.
+    pub fn open_events(&mut self, target: &str, extra: &[(&str, &str)]) -> u16 {
+        let mut extra = extra.to_vec();
+        extra.push(("Accept", "text/event-stream"));
+        self.send_get(target, &extra);
+        self.read_head().0
+    }
+
+    /// Sends `GET <target>` as [`Connection::get`] does, without reading.
+    fn send_get(&mut self, target: &str, extra: &[(&str, &str)]) {
+        let host = extra
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map_or(self.authority.as_str(), |(_, value)| value);
+        let mut request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n");
+        for (name, value) in extra {
+            if !name.eq_ignore_ascii_case("host") {
+                request.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        request.push_str(&self.headers);
+        request.push_str("\r\n");
+        self.stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .expect("send the request");
+    }
+
+    /// The next event of a stream [`Connection::open_events`] opened (its
+    /// name and its data, lines joined by newlines; comments skipped), or
+    /// `None` when the stream ends or `timeout` passes first.
+    pub fn next_event(&mut self, timeout: std::time::Duration) -> Option<(String, String)> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(at) = self.events.find("\n\n") {
+                let block: String = self.events.drain(..at + 2).collect();
+                let mut name = String::from("message");
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim_start().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push(value.strip_prefix(' ').unwrap_or(value).to_owned());
+                    }
+                }
+                if !data.is_empty() || name != "message" {
+                    return Some((name, data.join("\n")));
+                }
+                continue;
+            }
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            self.set_read_timeout(left);
+            let mut size = String::new();
+            self.stream.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim(), 16).ok()?;
+            if size == 0 {
+                return None;
+            }
+            let mut chunk = vec![0; size + 2];
+            self.stream.read_exact(&mut chunk).ok()?;
+            self.events
+                .push_str(&String::from_utf8_lossy(&chunk[..size]).replace("\r\n", "\n"));
+        }
+    }
+
+    fn set_read_timeout(&mut self, timeout: std::time::Duration) {
+        let timeout = Some(timeout.max(std::time::Duration::from_millis(1)));
+        let _ = match self.stream.get_ref() {
+            Stream::Plain(tcp) => tcp.set_read_timeout(timeout),
+            Stream::Tls(tls) => tls.sock.set_read_timeout(timeout),
+        };
     }
 
     /// Reads the status line and headers only, byte by byte: nothing of

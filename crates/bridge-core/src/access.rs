@@ -146,6 +146,20 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 impl Store {
+    /// A tag that seals `data` for `purpose` with the server key (which
+    /// every hub of the database holds): whoever holds the tag cannot make
+    /// one for other data without the key. The dashboard's login cookie is
+    /// sealed so.
+    pub fn seal(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        self.shared().key.seal(purpose, data)
+    }
+
+    /// Whether `tag` is [`Store::seal`]'s for `purpose` and `data` (in
+    /// constant time).
+    pub fn check_seal(&self, purpose: &str, data: &[u8], tag: &[u8]) -> bool {
+        self.shared().key.check_seal(purpose, data, tag)
+    }
+
     /// Makes an access key named `name`, living `ttl` (`None`: until
     /// revoked). The key is returned once; the store keeps its digest.
     pub async fn create_access_key(

@@ -86,6 +86,24 @@ pub struct ShownMessage {
     pub read: bool,
 }
 
+/// One assignment of a task to a worker: [`Store::task_history`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Assignment {
+    /// The task.
+    pub task_id: i64,
+    /// Its attempt (1 for the first worker).
+    pub attempt: i64,
+    /// The worker's conversation.
+    pub conversation_id: ConversationId,
+    /// When the worker got it.
+    pub assigned_at: Timestamp,
+    /// When it ended for this worker, if it did.
+    pub ended_at: Option<Timestamp>,
+    /// Why: `reassigned` (the worker went silent), `done`, `failed` or
+    /// `cancelled`.
+    pub ended_by: Option<String>,
+}
+
 /// One row of the audit trail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {
@@ -232,6 +250,23 @@ SELECT * FROM (SELECT id, at, conversation_id, session, action, detail FROM audi
                ORDER BY id DESC LIMIT $2) AS latest
 ORDER BY id";
 
+/// The assignments of every task, or of one team's ($1), in order.
+const ASSIGNMENTS_SQL: &str = "
+SELECT a.task_id, a.attempt, a.conversation_id, a.assigned_at, a.ended_at, a.ended_by
+FROM task_assignment AS a JOIN task AS t ON t.id = a.task_id
+WHERE CAST($1 AS TEXT) IS NULL OR t.team = $1
+ORDER BY a.task_id, a.attempt";
+
+#[derive(sqlx::FromRow)]
+struct AssignmentRead {
+    task_id: i64,
+    attempt: i64,
+    conversation_id: String,
+    assigned_at: i64,
+    ended_at: Option<i64>,
+    ended_by: Option<String>,
+}
+
 #[derive(sqlx::FromRow)]
 struct AuditRead {
     id: i64,
@@ -309,6 +344,24 @@ impl Store {
         let rows: Vec<TaskRead> = read!(self, fetch_all, query_as(sql), key)?;
         rows.iter()
             .filter_map(|row| row.task(self.path()).transpose())
+            .collect()
+    }
+
+    /// Every task's assignments (of one team, or all), by task and attempt:
+    /// who had it, from when, until when and why it ended.
+    pub async fn task_history(&self, team: Option<&str>) -> Result<Vec<Assignment>> {
+        let rows: Vec<AssignmentRead> = read!(self, fetch_all, query_as(ASSIGNMENTS_SQL), team)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(Assignment {
+                    task_id: row.task_id,
+                    attempt: row.attempt,
+                    conversation_id: row.conversation_id.parse()?,
+                    assigned_at: Timestamp::from_millis(row.assigned_at),
+                    ended_at: row.ended_at.map(Timestamp::from_millis),
+                    ended_by: row.ended_by,
+                })
+            })
             .collect()
     }
 

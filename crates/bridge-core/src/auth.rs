@@ -204,6 +204,10 @@ impl Credentials {
 /// The message the key's fingerprint is the MAC of.
 const FINGERPRINT_LABEL: &[u8] = b"mcp-bridge server key fingerprint v1";
 
+/// What seals begin with, so that no seal is ever a token digest or the
+/// fingerprint.
+const SEAL_LABEL: &[u8] = b"mcp-bridge seal v1\0";
+
 /// The secret that token digests are keyed with.
 #[derive(Clone)]
 pub(crate) struct ServerKey([u8; 32]);
@@ -232,6 +236,27 @@ impl ServerKey {
         let mut mac = self.mac();
         mac.update(&token.0);
         mac.verify_slice(stored).is_ok()
+    }
+
+    /// `HMAC-SHA256(key, label, purpose, data)`: a tag that only a holder of
+    /// the key can make, for `purpose` alone.
+    pub(crate) fn seal(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        self.seal_mac(purpose, data).finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is [`ServerKey::seal`]'s for `purpose` and `data`, in
+    /// constant time.
+    pub(crate) fn check_seal(&self, purpose: &str, data: &[u8], tag: &[u8]) -> bool {
+        self.seal_mac(purpose, data).verify_slice(tag).is_ok()
+    }
+
+    fn seal_mac(&self, purpose: &str, data: &[u8]) -> HmacSha256 {
+        let mut mac = self.mac();
+        mac.update(SEAL_LABEL);
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        mac
     }
 
     /// A public value that identifies the key without revealing it; the store

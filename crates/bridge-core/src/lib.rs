@@ -80,6 +80,7 @@ mod access;
 mod admin;
 mod audit;
 mod auth;
+mod census;
 mod checkpoint;
 pub mod config;
 mod conversation;
@@ -105,9 +106,12 @@ mod yolo;
 pub use access::{
     ACCESS_KEY_PREFIX, AccessKey, AccessKeyInfo, KeyHolder, MAX_ACCESS_NAME_CHARS, PresentedKey,
 };
-pub use admin::{AuditEntry, ConversationDetail, ConversationInfo, SessionInfo, ShownMessage};
+pub use admin::{
+    Assignment, AuditEntry, ConversationDetail, ConversationInfo, SessionInfo, ShownMessage,
+};
 pub use audit::{AuditReport, BadRow};
 pub use auth::{ConversationId, Credentials, SessionId, Token};
+pub use census::{Census, Health};
 pub use conversation::{CreatedConversation, NewConversation, ROLE_CHARS, TEAM_CHARS, TTL_RANGE};
 pub use copy::CopyReport;
 pub use error::{Error, Result};

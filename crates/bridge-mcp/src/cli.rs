@@ -84,6 +84,11 @@ pub struct Args {
     #[arg(long, env = "BRIDGE_REQUIRE_AUTH", requires = "http")]
     require_auth: bool,
 
+    /// With --http: serve /metrics without authentication (for a
+    /// Prometheus without a key); the rest still needs one where required
+    #[arg(long, env = "BRIDGE_METRICS_PUBLIC", requires = "http")]
+    metrics_public: bool,
+
     /// With --http: at most this many live MCP sessions; past it, a new
     /// session is refused (503)
     #[arg(
@@ -184,6 +189,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 insecure_plaintext: args.insecure_plaintext,
                 public_hosts: args.public_host,
                 require_auth: args.require_auth,
+                metrics_public: args.metrics_public,
             };
             http.check()?;
             // Many agents read at once.

@@ -30,6 +30,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bridge_core::{Credentials, Error, KeyHolder, PresentedKey, SessionId, Store};
+use bridge_metrics::HubMetrics;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, StatusCode, header};
@@ -153,6 +154,8 @@ impl Identity {
 /// The state of [`authenticate`].
 pub struct Authenticator {
     store: Store,
+    /// Counts each refused key.
+    metrics: HubMetrics,
     /// Whether a request without a key is refused.
     required: bool,
     failures: DefaultKeyedRateLimiter<IpAddr>,
@@ -161,10 +164,12 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Checks keys against `store`; without a key, a request is refused if
-    /// `required`, else served as [`Identity::Anyone`].
-    pub fn new(store: Store, required: bool) -> Authenticator {
+    /// `required`, else served as [`Identity::Anyone`]. Refused keys count
+    /// in `metrics`.
+    pub fn new(store: Store, required: bool, metrics: HubMetrics) -> Authenticator {
         Authenticator {
             store,
+            metrics,
             required,
             failures: RateLimiter::keyed(
                 Quota::per_minute(FAILURES_PER_MINUTE).allow_burst(FAILURES_PER_MINUTE),
@@ -176,6 +181,7 @@ impl Authenticator {
     /// The answer to a failed authentication from `addr`: `401` with
     /// `reason`, or `429` past the address's budget.
     fn refuse(&self, addr: IpAddr, reason: &str) -> Response {
+        self.metrics.auth_failure();
         if self.failures.len() > SHRINK_ABOVE {
             self.failures.retain_recent();
         }

@@ -42,6 +42,7 @@ mod exec;
 pub mod fuzzing;
 mod http_auth;
 mod http_layer;
+mod observe;
 mod schema;
 mod server;
 mod stdio;

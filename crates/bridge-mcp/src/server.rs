@@ -7,16 +7,18 @@
 //! `isError: true` and the store's one sentence; the server itself never
 //! fails on input.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bridge_core::{Credentials, Message, NewConversation, NewMessage, NewTask, Status, Store};
+use bridge_metrics::{HubMetrics, Outcome};
 use rmcp::handler::server::common::schema_for_type;
-use rmcp::handler::server::tool::{ToolRouter, schema_for_output};
+use rmcp::handler::server::tool::{ToolCallContext, ToolRouter, schema_for_output};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -66,6 +68,15 @@ pub struct Bridge {
     /// What this client was handed, for the confirmation of its next
     /// consuming call (see `delivery`).
     deliveries: Deliveries,
+    /// The hub's metrics, shared by every client.
+    metrics: HubMetrics,
+}
+
+tokio::task_local! {
+    /// How the tool call running in this task was refused, when a rate
+    /// limit refused it (see [`respond`]); read by `call_tool` for the
+    /// metrics.
+    static RATE_LIMITED: Cell<bool>;
 }
 
 impl Bridge {
@@ -98,7 +109,13 @@ impl Bridge {
             tools: Arc::new(tools),
             keyed_tools: Arc::new(keyed_tools),
             deliveries: Deliveries::default(),
+            metrics: HubMetrics::new(),
         }
+    }
+
+    /// The hub's metrics.
+    pub fn metrics(&self) -> &HubMetrics {
+        &self.metrics
     }
 
     /// The store it serves.
@@ -182,6 +199,10 @@ fn respond<T>(
         Ok(value) => ok(value),
         Err(refusal) => {
             tracing::debug!(%refusal, "tool call refused");
+            if let Refusal::Store(bridge_core::Error::RateLimited { .. }) = refusal {
+                // Outside a call (a test of the tool alone) nothing counts.
+                let _ = RATE_LIMITED.try_with(|limited| limited.set(true));
+            }
             Ok(CallToolResult::error(vec![ContentBlock::text(
                 refusal.to_string(),
             )]))
@@ -290,6 +311,7 @@ impl Bridge {
                 .map(str::parse)
                 .transpose()?;
             let sent = self.store.send(&credentials, message).await?;
+            self.metrics.message_sent();
             Ok((sent, credentials.session.partner()))
         };
         respond(outcome.await, |(sent, to)| {
@@ -351,6 +373,7 @@ impl Bridge {
         let cancelled = context.ct.clone();
         let receipt = Receipt::of(&context);
         let identity = Identity::of(&context);
+        let _waiting = self.metrics.waiting();
         let outcome = async {
             let args: WaitArgs = parse(arguments)?;
             let timeout = bounded(
@@ -621,6 +644,37 @@ impl Bridge {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Bridge {
+    /// Runs the tool, and counts the call by tool and outcome, with its
+    /// latency. A name that is no tool counts as `unknown`, so a client
+    /// cannot grow the metrics without bound.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let started = Instant::now();
+        let tool = if self.tool_router.has_route(&request.name) {
+            request.name.to_string()
+        } else {
+            "unknown".to_owned()
+        };
+        let call = ToolCallContext::new(self, request, context);
+        let (result, rate_limited) = RATE_LIMITED
+            .scope(Cell::new(false), async {
+                let result = self.tool_router.call(call).await;
+                (result, RATE_LIMITED.with(Cell::get))
+            })
+            .await;
+        let outcome = match &result {
+            Err(_) => Outcome::Failed,
+            Ok(_) if rate_limited => Outcome::RateLimited,
+            Ok(CallToolResponse::Complete(done)) if done.is_error == Some(true) => Outcome::Refused,
+            Ok(_) => Outcome::Ok,
+        };
+        self.metrics.tool_call(&tool, outcome, started.elapsed());
+        result
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,

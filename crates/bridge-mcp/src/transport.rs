@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bridge_cli::daemon::systemd;
+use bridge_dashboard::Dashboard;
 use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
@@ -33,12 +34,17 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::{ConnectionListener, Peer};
 use crate::http_auth::{Authenticator, authenticate};
 use crate::http_layer::{Sessions, guard};
+use crate::observe::{self, AllowedHosts, METRICS_PATH, MetricsState};
 use crate::server::Bridge;
 use crate::stdio::LineTransport;
 use crate::tls::{self, Certificates};
 
 /// The path the HTTP server answers on.
 pub const HTTP_PATH: &str = "/mcp";
+
+/// How often an open dashboard page is rendered again when nothing was
+/// written (time alone turns a worker quiet).
+const DASHBOARD_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Origins a browser on this machine sends, on any port.
 const LOOPBACK_ORIGINS: [&str; 6] = [
@@ -96,6 +102,8 @@ pub struct HttpOptions {
     /// Whether every request needs a key even on loopback (off loopback it
     /// always does).
     pub require_auth: bool,
+    /// Whether `/metrics` is served without authentication.
+    pub metrics_public: bool,
 }
 
 impl HttpOptions {
@@ -237,35 +245,68 @@ pub async fn serve_http(
         .with_cancellation_token(cancel.child_token())
         .with_allowed_origins(origins);
     let public = options.public_hosts.iter().map(PublicHost::authority);
-    let config = if bound.ip().is_unspecified() && options.public_hosts.is_empty() {
+    let required = options.auth_required();
+    let (config, allowed_hosts) = if bound.ip().is_unspecified() && options.public_hosts.is_empty()
+    {
         // Reachable under names we cannot know.
         tracing::warn!(
             "the Host check is off: {bound} is every address of this machine; pass \
              --public-host with the names clients use"
         );
-        config.disable_allowed_hosts()
+        (config.disable_allowed_hosts(), AllowedHosts(None))
     } else {
-        config.with_allowed_hosts(bound_hosts(bound).into_iter().chain(public))
+        let hosts: Vec<String> = bound_hosts(bound).into_iter().chain(public).collect();
+        (
+            config.with_allowed_hosts(hosts.clone()),
+            AllowedHosts(Some(Arc::new(hosts))),
+        )
     };
     let sessions = Arc::new(sessions);
-    let required = options.auth_required();
-    let authenticator = Arc::new(Authenticator::new(bridge.store().clone(), required));
+    let authenticator = Arc::new(Authenticator::new(
+        bridge.store().clone(),
+        required,
+        bridge.metrics().clone(),
+    ));
+    let host_check = axum::middleware::from_fn_with_state(allowed_hosts, observe::check_host);
+    let metrics = axum::Router::new()
+        .route(METRICS_PATH, axum::routing::get(observe::metrics))
+        .with_state(MetricsState {
+            store: bridge.store().clone(),
+            metrics: bridge.metrics().clone(),
+        })
+        .layer(host_check.clone());
+    // The dashboard logs in with a cookie of its own, not a bearer key.
+    let dashboard = bridge_dashboard::router(Dashboard {
+        store: bridge.store().clone(),
+        metrics: bridge.metrics().clone(),
+        login_required: required,
+        tls: options.tls.is_some(),
+        refresh: DASHBOARD_REFRESH,
+        stop: cancel.child_token(),
+    })
+    .layer(host_check);
     let service = StreamableHttpService::new(
         move || Ok(bridge.for_new_client()),
         Arc::clone(&sessions),
         config,
     );
-    // The last layer runs first: authentication, then the guard.
-    let app = axum::Router::new()
-        .route_service(HTTP_PATH, service)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&sessions),
-            guard,
-        ))
+    let mcp = axum::Router::new().route_service(HTTP_PATH, service).layer(
+        axum::middleware::from_fn_with_state(Arc::clone(&sessions), guard),
+    );
+    let (authenticated, open) = if options.metrics_public {
+        (mcp, metrics)
+    } else {
+        (mcp.merge(metrics), axum::Router::new())
+    };
+    // A layer covers the routes added before it: authentication first, then
+    // the guard on /mcp.
+    let app = authenticated
         .layer(axum::middleware::from_fn_with_state(
             authenticator,
             authenticate,
-        ));
+        ))
+        .merge(open)
+        .merge(dashboard);
     let expiry = {
         let (sessions, cancel) = (Arc::clone(&sessions), cancel.clone());
         tokio::spawn(async move { sessions.expire_until(cancel.cancelled()).await })
@@ -276,6 +317,7 @@ pub async fn serve_http(
         tracing::info!("requests without a key are served: loopback, without --require-auth");
     }
     tracing::info!("listening on {scheme}://{bound}{HTTP_PATH}");
+    tracing::info!("dashboard at {scheme}://{bound}/, metrics at {scheme}://{bound}{METRICS_PATH}");
     // The socket listens from `bind` on: a client that connects now waits in
     // the backlog until the server accepts it, so the service is ready.
     systemd::ready();
@@ -353,6 +395,7 @@ mod tests {
             insecure_plaintext: true,
             public_hosts: Vec::new(),
             require_auth,
+            metrics_public: false,
         };
         assert!(!options("127.0.0.1:8765", false).auth_required());
         assert!(options("127.0.0.1:8765", true).auth_required());

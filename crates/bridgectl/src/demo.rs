@@ -11,6 +11,14 @@
 //! `fs-watcher`s print them as they land. Last, every process is stopped and
 //! the audit chain verified. Each line of the transcript carries the time
 //! since the start; `--json` prints them as JSON objects.
+//!
+//! `--dashboard` also starts a hub, `bridge-mcp --http` on a free loopback
+//! port of the same database, prints its dashboard's URL, gives the reader
+//! a few seconds to open it, and keeps it up after the scenario until
+//! Ctrl-C: the page follows the team forming, the tasks landing, the
+//! silence and the moves as they happen. (The agents keep their own
+//! `bridge-mcp` over stdio, as in the plain demo; the hub reads the same
+//! store.)
 
 mod agent;
 mod process;
@@ -69,8 +77,12 @@ const THRESHOLD: &str = "3s";
 /// The longest wait for any one thing to happen.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// Runs the demo; every process it started is stopped, whatever happens.
-pub async fn run(json: bool) -> anyhow::Result<()> {
+/// With `--dashboard`: the time to open the page before the scenario starts.
+const TIME_TO_OPEN: Duration = Duration::from_secs(5);
+
+/// Runs the demo (with the dashboard's hub if `dashboard`); every process
+/// it started is stopped, whatever happens.
+pub async fn run(json: bool, dashboard: bool) -> anyhow::Result<()> {
     let binaries = Binaries::beside_me()?;
     let dir = tempfile::Builder::new()
         .prefix("mcp-bridge-demo-")
@@ -90,17 +102,27 @@ pub async fn run(json: bool) -> anyhow::Result<()> {
         orchestrator: None,
         workers: Vec::new(),
         watchdog: None,
+        hub: None,
     };
     let signal = bridge_cli::shutdown_signal();
+    tokio::pin!(signal);
     let played = tokio::select! {
-        played = demo.play() => played,
-        signal = signal => Err(anyhow!("interrupted by {signal}")),
+        played = demo.play(dashboard) => played,
+        signal = &mut signal => Err(anyhow!("interrupted by {signal}")),
     };
     let stopped = demo.stop().await;
     let checked = match &played {
         Ok(()) => demo.check().await,
         Err(_) => Ok(()),
     };
+    if let Some(hub) = demo.hub.take() {
+        if played.is_ok() {
+            demo.transcript
+                .say("demo", "the dashboard stays up; press Ctrl-C to end");
+            signal.await;
+        }
+        hub.stop().await?;
+    }
     demo.transcript.say(
         "demo",
         format!(
@@ -156,6 +178,8 @@ struct Demo {
     orchestrator: Option<Agent>,
     workers: Vec<Worker>,
     watchdog: Option<Daemon>,
+    /// With `--dashboard`: the hub serving it.
+    hub: Option<Daemon>,
 }
 
 impl Demo {
@@ -165,8 +189,8 @@ impl Demo {
             .context("the orchestrator has stopped")
     }
 
-    /// The scenario.
-    async fn play(&mut self) -> anyhow::Result<()> {
+    /// The scenario, after the dashboard's hub if `dashboard`.
+    async fn play(&mut self, dashboard: bool) -> anyhow::Result<()> {
         self.transcript.say(
             "demo",
             format!(
@@ -174,12 +198,49 @@ impl Demo {
                 self.database.display()
             ),
         );
+        if dashboard {
+            self.start_hub().await?;
+        }
         self.form_team().await?;
         self.hand_out_tasks().await?;
         self.start_daemons().await?;
         let silent = self.workers.len() - 1;
         self.silence(silent).await?;
         self.watch_tasks_move(silent).await
+    }
+
+    /// The hub on a free loopback port, its dashboard's URL told, and time
+    /// to open it.
+    async fn start_hub(&mut self) -> anyhow::Result<()> {
+        let mut command = self.binaries.command("bridge-mcp", &self.database);
+        command.args(["--http", "127.0.0.1:0", "--log-format", "json"]);
+        self.hub = Some(Daemon::spawn("bridge-mcp", command, "hub", &self.sender)?);
+        let line = self
+            .expect("the hub to listen", |line| {
+                line.who == "hub"
+                    && log_fields(&line.text).is_some_and(|fields| {
+                        fields["message"]
+                            .as_str()
+                            .is_some_and(|message| message.starts_with("listening on "))
+                    })
+            })
+            .await?;
+        let fields = log_fields(&line.text).unwrap_or_default();
+        let url = fields["message"]
+            .as_str()
+            .and_then(|message| message.strip_prefix("listening on "))
+            .and_then(|url| url.strip_suffix("/mcp"))
+            .context("the hub's address in its log")?
+            .to_owned();
+        self.transcript.say(
+            "demo",
+            format!(
+                "the dashboard: {url}/ (open it now; the scenario starts in {} s)",
+                TIME_TO_OPEN.as_secs()
+            ),
+        );
+        tokio::time::sleep(TIME_TO_OPEN).await;
+        Ok(())
     }
 
     /// The orchestrator's `bridge-mcp`; a conversation per worker, in one

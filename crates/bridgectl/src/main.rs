@@ -128,7 +128,12 @@ enum Command {
     },
     /// Show the system at work: an orchestrator and three workers on a
     /// temporary database, one of them going silent and its tasks moving
-    Demo,
+    Demo {
+        /// Also serve the dashboard on a free loopback port, print its URL,
+        /// and keep it up after the scenario until Ctrl-C
+        #[arg(long)]
+        dashboard: bool,
+    },
     /// Command execution by agents ("YOLO mode"): enable it, issue approval
     /// tokens
     Yolo {
@@ -180,8 +185,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if let Command::Demo = args.command {
-        return demo::run(args.json).await;
+    if let Command::Demo { dashboard } = args.command {
+        return demo::run(args.json, dashboard).await;
     }
     let mut options = args.store.options()?;
     // Only `create` and `access create` make a database (setting up); the
@@ -342,7 +347,7 @@ async fn command(
             let report = show::Cleaned { dry_run, removed };
             print(json, &report, || report.text())
         }
-        Command::Demo => demo::run(json).await,
+        Command::Demo { dashboard } => demo::run(json, dashboard).await,
         Command::Yolo { command } => yolo::run(store, command, json).await,
         Command::Access { command } => access::run(store, command, json).await,
         Command::Copy { to } => copy(store, &to, key_file, json).await,

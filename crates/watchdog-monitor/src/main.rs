@@ -22,7 +22,14 @@
 //! yet, reopens one that was replaced, and under systemd (`Type=notify`,
 //! `WatchdogSec=`) says when it is ready and pings the watchdog; alert
 //! commands run beside the loop.
+//!
+//! `--metrics ADDR` serves Prometheus metrics at `http://ADDR/metrics`
+//! (`bridge-metrics`): scans, failed scans, alerts, recoveries and task
+//! moves by outcome, and the `process_*` basics. Plain HTTP without
+//! authentication, as `node_exporter` does: the numbers hold no secret;
+//! keep the address on loopback or a network Prometheus alone reaches.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,6 +37,7 @@ use anyhow::Context;
 use bridge_cli::daemon::{open_when_ready, systemd};
 use bridge_cli::{LogArgs, StoreArgs, exit, parse_duration, shutdown_signal};
 use bridge_core::{Reassignment, Store, Timestamp, Worker};
+use bridge_metrics::WatchdogMetrics;
 use clap::Parser;
 
 /// How long an alert command may run before it is killed.
@@ -67,6 +75,11 @@ struct Args {
     #[arg(long)]
     no_reassign: bool,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9464; port 0 picks a free one, logged)
+    #[arg(long, value_name = "ADDR", conflicts_with = "once")]
+    metrics: Option<SocketAddr>,
+
     #[command(flatten)]
     store: StoreArgs,
 
@@ -101,7 +114,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         options.create = false;
         let store = Store::open(options).await?;
         let mut alerts = Alerts::new();
-        let outcome = pass(&store, &args, &mut alerts).await;
+        let outcome = pass(&store, &args, &mut alerts, &WatchdogMetrics::new()).await;
         while let Some(done) = alerts.join_next().await {
             log_alert(done);
         }
@@ -109,6 +122,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return outcome;
     }
 
+    let metrics = WatchdogMetrics::new();
+    // Before the database is there: Prometheus sees the process waiting.
+    let serving = match args.metrics {
+        Some(addr) => Some(serve_metrics(addr, metrics.clone()).await?),
+        None => None,
+    };
     let Some(mut store) = open_when_ready(options.clone(), &mut shutdown).await? else {
         return Ok(());
     };
@@ -145,25 +164,52 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     store = reopened;
                 }
                 // Locked, or a moment of trouble: try again next time.
-                if let Err(error) = pass(&store, &args, &mut alerts).await {
+                if let Err(error) = pass(&store, &args, &mut alerts, &metrics).await {
                     tracing::warn!("scan failed: {error:#}");
                 }
             }
         }
     }
     store.close().await;
+    if let Some(serving) = serving {
+        serving.abort();
+    }
     Ok(())
+}
+
+/// Binds `addr` and serves `metrics` there beside the loop; logs where.
+async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: WatchdogMetrics,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = bridge_metrics::bind(addr).await?;
+    let local = listener
+        .local_addr()
+        .context("reading the metrics address")?;
+    tracing::info!("metrics on http://{local}/metrics");
+    Ok(tokio::spawn(async move {
+        let render = move || metrics.render();
+        if let Err(error) = bridge_metrics::serve(listener, render, std::future::pending()).await {
+            tracing::error!("{error}");
+        }
+    }))
 }
 
 /// One scan: mark new silences and recoveries, move the tasks of the
 /// silent, then start the alert commands in `alerts`. A worker that cannot
 /// be marked (its conversation removed meanwhile, say) is logged and
 /// skipped.
-async fn pass(store: &Store, args: &Args, alerts: &mut Alerts) -> anyhow::Result<()> {
+async fn pass(
+    store: &Store,
+    args: &Args,
+    alerts: &mut Alerts,
+    metrics: &WatchdogMetrics,
+) -> anyhow::Result<()> {
     let scan = store
         .scan_workers(args.threshold, args.team.as_deref())
-        .await
-        .context("scanning the workers")?;
+        .await;
+    metrics.scan(scan.is_ok());
+    let scan = scan.context("scanning the workers")?;
     let mut events = Vec::new();
     for worker in &scan.back {
         match store.mark_recovered(&worker.conversation_id).await {
@@ -176,6 +222,7 @@ async fn pass(store: &Store, args: &Args, alerts: &mut Alerts) -> anyhow::Result
                     last_heard = %worker.last_heard,
                     "worker recovered"
                 );
+                metrics.recovery();
                 events.push(("recovered", worker));
             }
             Err(error) => tracing::warn!(
@@ -194,6 +241,7 @@ async fn pass(store: &Store, args: &Args, alerts: &mut Alerts) -> anyhow::Result
             Ok(false) => {}
             Ok(true) => {
                 new_silences += 1;
+                metrics.alert();
                 tracing::warn!(
                     conversation_id = %worker.conversation_id,
                     role = %worker.role,
@@ -224,6 +272,7 @@ async fn pass(store: &Store, args: &Args, alerts: &mut Alerts) -> anyhow::Result
             .context("reassigning the tasks of silent workers")?;
         for reassignment in &reassigned {
             log_reassignment(reassignment);
+            metrics.task_move(reassignment.outcome);
         }
         moved = reassigned.iter().filter(|r| r.outcome == "moved").count();
     }

@@ -147,3 +147,69 @@ fn without_the_other_binaries_beside_it_the_demo_says_how_to_build_them() {
         )
     );
 }
+
+/// `demo --dashboard`: the URL is printed first, the page follows the
+/// scenario live (three workers, then worker 3 silent and its tasks with
+/// the others), and the hub stays up until Ctrl-C, then is stopped.
+#[test]
+fn with_dashboard_the_page_follows_the_scenario_until_ctrl_c() {
+    use bridge_tests::daemon::Daemon;
+    use bridge_tests::http::Connection;
+    use std::time::Duration;
+
+    let db = TempDb::new();
+    let mut demo = Daemon::start("bridgectl", &db.path, &["demo", "--dashboard"], &[]);
+    let mut url = None;
+    while let Some(line) = demo.line(Duration::from_secs(20)) {
+        if let Some(rest) = line.split("the dashboard: http://").nth(1) {
+            url = rest.split('/').next().map(str::to_owned);
+            break;
+        }
+    }
+    let authority = url.unwrap_or_else(|| panic!("no dashboard URL: {}", demo.stderr()));
+    let mut events = Connection::open(&authority);
+    assert_eq!(events.open_events("/events?page=team", &[]), 200);
+    let mut saw_three = false;
+    let mut saw_move = false;
+    while let Some((name, html)) = events.next_event(Duration::from_secs(30)) {
+        assert_eq!(name, "page");
+        let row = |role: &str| {
+            html.split("<tr ")
+                .find(|row| row.contains(&format!("data-worker=\"{role}\"")))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        saw_three |=
+            (1..=3).all(|n| row(&format!("worker {n}")).contains("data-health=\"healthy\""));
+        let silent = row("worker 3");
+        if saw_three
+            && silent.contains("data-health=\"silent\"")
+            && !silent.contains("data-task=")
+            && format!("{}{}", row("worker 1"), row("worker 2")).contains("data-task=")
+        {
+            saw_move = true;
+            break;
+        }
+    }
+    assert!(
+        saw_three && saw_move,
+        "three workers, then worker 3's tasks moved"
+    );
+    let mut waited = false;
+    while let Some(line) = demo.line(Duration::from_secs(30)) {
+        if line.contains("the dashboard stays up; press Ctrl-C to end") {
+            waited = true;
+            break;
+        }
+    }
+    assert!(waited, "{}", demo.stderr());
+    assert_eq!(Connection::open(&authority).get("/team", &[]).status, 200);
+    let (status, _) = demo
+        .signal("INT", Duration::from_secs(10))
+        .expect("Ctrl-C ends it");
+    assert_eq!(status.code(), Some(0), "{}", demo.stderr());
+    assert!(
+        std::net::TcpStream::connect(&authority).is_err(),
+        "the hub was stopped"
+    );
+}

@@ -3,11 +3,13 @@
 
 mod auth;
 mod contract;
+mod dashboard;
 mod delivery;
 mod durability;
 mod flow;
 mod http;
 mod malformed;
+mod metrics;
 mod sessions;
 mod tasks;
 mod team;

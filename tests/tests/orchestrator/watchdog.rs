@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bridge_tests::daemon::{Daemon, run};
+use bridge_tests::http::Connection;
 use bridge_tests::mcp::{Agent, caller};
 use bridge_tests::{TempDb, team};
 use serde_json::{Value, json};
@@ -363,4 +364,99 @@ async fn bad_arguments_and_a_missing_database_are_clear_errors() {
     let (status, _) = daemon.signal("TERM", 5 * SECOND).expect("exits on SIGTERM");
     assert_eq!(status.code(), Some(0));
     assert!(!db.exists(), "the watchdog never creates a database");
+}
+
+/// `--metrics ADDR`: scans, the alert and the move are counted at
+/// `/metrics`; an address that cannot be bound is a clear error. (Two
+/// threads: the healthy worker beats while the test blocks on the daemon.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_metrics_it_counts_scans_alerts_and_moves() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let workers = team(&store, "core", 2).await;
+    store
+        .assign_task(&workers[0].a, bridge_core::NewTask::new("t", "b"))
+        .await
+        .unwrap();
+    let beating = {
+        let (store, worker) = (store.clone(), workers[1].b.clone());
+        tokio::spawn(async move {
+            loop {
+                store.heartbeat(&worker).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let mut daemon = Daemon::start(
+        "watchdog-monitor",
+        &db.path,
+        &[
+            "--interval",
+            "200ms",
+            "--threshold",
+            "1s",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert!(
+        daemon.wait_for_stderr("task reassigned", 10 * SECOND),
+        "{}",
+        daemon.stderr()
+    );
+    let stderr = daemon.stderr();
+    let address = stderr
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("the metrics address in:\n{stderr}"))
+        .to_owned();
+    let response = Connection::open(&address).get("/metrics", &[]);
+    assert_eq!(response.status, 200);
+    let text = response.text();
+    let value = |series: &str| {
+        text.lines().find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    assert!(
+        value("bridge_watchdog_scans_total").is_some_and(|scans| scans >= 1.0),
+        "{text}"
+    );
+    assert_eq!(value("bridge_watchdog_failed_scans_total"), Some(0.0));
+    assert_eq!(value("bridge_watchdog_alerts_total"), Some(1.0), "{text}");
+    assert_eq!(
+        value("bridge_watchdog_task_moves_total{outcome=\"moved\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(value("process_open_fds").is_some_and(|fds| fds > 0.0));
+    assert_eq!(
+        Connection::open(&address).get("/", &[]).status,
+        404,
+        "only /metrics"
+    );
+
+    // The same address again: taken.
+    let taken = run(
+        "watchdog-monitor",
+        &db.path,
+        &["--metrics", &address, "--interval", "1s"],
+        &[],
+    );
+    assert_eq!(taken.0, Some(1), "{}", taken.2);
+    assert!(
+        taken
+            .2
+            .contains(&format!("cannot listen on {address} for metrics")),
+        "{}",
+        taken.2
+    );
+    daemon.signal("TERM", 5 * SECOND).expect("exits on SIGTERM");
+    beating.abort();
+    store.close().await;
 }
