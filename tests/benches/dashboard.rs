@@ -1,0 +1,189 @@
+//! The dashboard under load: its page weight, the time from a send to the
+//! open page's update, and the hub's memory with 20 dashboards open.
+//!
+//! Run with `cargo bench -p bridge-tests --bench dashboard` (it builds the
+//! workspace's binaries first, if need be). One `bridge-mcp --http` hub on a
+//! database in the system's temporary directory (or `$BENCH_DIR`), on
+//! loopback without `--require-auth`; ten conversations of team `core`.
+//! Twenty dashboards are opened as a browser opens them (`GET
+//! /events?page=…`, one connection each, read continuously): one on the
+//! Messages page, which measures, and nineteen on the Team page. Then ten
+//! agents, each an MCP session of its own over HTTP, send to their partners
+//! every 50 ms for `DASHBOARD_LOAD_SECS` (default 10) seconds; each send is
+//! timed from just before its `tools/call` to the event that first shows
+//! its id on the Messages page. Then the dashboards stay open and idle for
+//! `DASHBOARD_SOAK_SECS` (default 30), the hub's memory sampled every
+//! `DASHBOARD_SOAK_SECS / 6`. Prints each page's weight (HTML, and with the
+//! script and stylesheet), the latency p50/p99/max, and the hub's resident
+//! memory without dashboards, with twenty, after the load and through the
+//! soak.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bridge_testkit::process::memory;
+use bridge_testkit::report::{machine, report_latency, report_memory};
+use bridge_tests::http::{Connection, Session};
+use bridge_tests::mcp::HttpServer;
+use bridge_tests::{TempDb, team};
+use serde_json::json;
+
+const AGENTS: usize = 10;
+const DASHBOARDS: usize = 20;
+const EVERY: Duration = Duration::from_millis(50);
+
+fn seconds(variable: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(variable)
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// The ids a Messages page shows.
+fn message_ids(html: &str) -> impl Iterator<Item = i64> + '_ {
+    html.split("data-message=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+}
+
+#[tokio::main]
+async fn main() {
+    let load = seconds("DASHBOARD_LOAD_SECS", 10);
+    let soak = seconds("DASHBOARD_SOAK_SECS", 30);
+    let db = TempDb::for_bench();
+    println!("mcp-bridge dashboard: page weight, send to update, memory with 20 dashboards");
+    println!("database: {}", db.path.display());
+    println!("{}", machine());
+    println!();
+
+    let server = HttpServer::start(&db.path, &[]);
+    let authority = server.authority().to_owned();
+    let pid = server.pid();
+    let measure = |what: &str| match memory(pid) {
+        Some(used) => report_memory(what, used),
+        None => println!("{what}: not running"),
+    };
+    let store = db.open().await;
+    let pairs = team(&store, "core", AGENTS).await;
+    store.close().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    measure("hub, no dashboard");
+
+    // Twenty dashboards, each read continuously on a thread of its own.
+    let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for n in 0..DASHBOARDS {
+        let page = if n == 0 { "messages" } else { "team" };
+        let mut events = Connection::open(&authority);
+        assert_eq!(
+            events.open_events(&format!("/events?page={page}"), &[]),
+            200
+        );
+        let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+        readers.push(std::thread::spawn(move || {
+            let mut events_read = 0_u64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some((_, html)) = events.next_event(Duration::from_millis(500)) {
+                    events_read += 1;
+                    if n == 0 {
+                        let now = Instant::now();
+                        let mut seen = seen.lock().unwrap();
+                        for id in message_ids(&html) {
+                            seen.entry(id).or_insert(now);
+                        }
+                    }
+                }
+            }
+            events_read
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    measure("hub, 20 dashboards open");
+
+    // Ten agents sending.
+    let started = Instant::now();
+    let agents: Vec<_> = pairs
+        .iter()
+        .map(|pair| {
+            let (authority, sent) = (authority.clone(), Arc::clone(&sent));
+            let id = pair.a.conversation_id.to_string();
+            let token = pair.a.token.reveal();
+            std::thread::spawn(move || {
+                let mut connection = Connection::open(&authority);
+                let mut session = Session::open(&mut connection);
+                let mut n = 0;
+                while started.elapsed() < load {
+                    let at = Instant::now();
+                    let result = session.call(
+                        &mut connection,
+                        "send_to_partner",
+                        json!({"conversation_id": id, "session_id": "a", "token": token,
+                               "message": format!("update {n}")}),
+                    );
+                    let message = result["structuredContent"]["message_id"]
+                        .as_i64()
+                        .expect("a message id");
+                    sent.lock().unwrap().insert(message, at);
+                    n += 1;
+                    std::thread::sleep(EVERY.saturating_sub(at.elapsed()));
+                }
+            })
+        })
+        .collect();
+    for agent in agents {
+        agent.join().expect("an agent");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    measure("hub, 20 dashboards, after the load");
+    let latencies: Vec<Duration> = {
+        let (sent, seen) = (sent.lock().unwrap(), seen.lock().unwrap());
+        println!(
+            "sends: {}, shown on the Messages page: {}",
+            sent.len(),
+            sent.keys().filter(|id| seen.contains_key(id)).count()
+        );
+        sent.iter()
+            .filter_map(|(id, at)| Some(seen.get(id)?.saturating_duration_since(*at)))
+            .collect()
+    };
+    report_latency("send to the page's update", &latencies);
+
+    let step = soak / 6;
+    for n in 1..=6 {
+        tokio::time::sleep(step).await;
+        measure(&format!(
+            "hub, 20 dashboards idle, {} s",
+            (step * n).as_secs()
+        ));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let events: u64 = readers
+        .into_iter()
+        .map(|reader| reader.join().expect("a dashboard"))
+        .sum();
+    println!("events read by the 20 dashboards: {events}");
+
+    // Page weight, with the data of the run.
+    println!();
+    let asset = |path: &str| Connection::open(&authority).get(path, &[]).body.len();
+    let (script, style) = (asset("/assets/app.js"), asset("/assets/style.css"));
+    println!("script {script} B, stylesheet {style} B");
+    for page in ["team", "tasks", "messages", "audit"] {
+        let html = Connection::open(&authority)
+            .get(&format!("/{page}"), &[])
+            .body
+            .len();
+        println!(
+            "page weight /{page:<9} HTML {html:>6} B, with script and stylesheet {:>6} B ({:.1} KB)",
+            html + script + style,
+            (html + script + style) as f64 / 1024.0
+        );
+    }
+    server.stop();
+}
