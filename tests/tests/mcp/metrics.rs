@@ -216,3 +216,54 @@ async fn they_need_an_access_key_unless_public_and_a_name_of_the_server() {
     assert!(Agent::http(&server.url, &[]).await.is_err());
     server.stop();
 }
+
+#[tokio::test]
+async fn a_call_refused_by_the_rate_limit_counts_as_rate_limited() {
+    let db = TempDb::new();
+    let server = HttpServer::start(&db.path, &["--rate-limit", "2"]);
+    let agent = Agent::http(&server.url, &[]).await.unwrap();
+    let (id, token_a, _) = agent
+        .create(json!({"my_role": "orchestrator", "partner_role": "worker"}))
+        .await;
+    let mut limited = 0;
+    for n in 0..5 {
+        let reply = agent
+            .call(
+                "send_to_partner",
+                caller(&id, "a", &token_a, json!({"message": format!("m{n}")})),
+            )
+            .await;
+        if reply.is_error() {
+            assert!(reply.text().contains("rate limited"), "{}", reply.text());
+            limited += 1;
+        }
+    }
+    assert!(
+        limited > 0,
+        "the limit of 2 a minute refused some of 5 sends"
+    );
+    let text = scrape(&server, None).text();
+    let limited = f64::from(limited);
+    assert_eq!(
+        value(&text, "bridge_rate_limited_calls_total"),
+        Some(limited),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "bridge_tool_calls_total{tool=\"send_to_partner\",outcome=\"rate_limited\"}"
+        ),
+        Some(limited)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "bridge_tool_calls_total{tool=\"send_to_partner\",outcome=\"refused\"}"
+        ),
+        None,
+        "a rate limit is not counted as another refusal"
+    );
+    agent.stop().await;
+    server.stop();
+}
