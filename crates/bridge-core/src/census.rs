@@ -37,9 +37,7 @@ impl Health {
             Health::Silent => "silent",
         }
     }
-}
 
-impl Health {
     /// How a session stands that is `alive` (heard from within the
     /// liveness window) with `status`: a watchdog's verdict (`silent`)
     /// stands until the session is seen back (the watchdog, or its own

@@ -233,7 +233,7 @@ impl HubMetrics {
             let set = |family: &Family<StateLabel, Gauge>, state, count: u64| {
                 family
                     .get_or_create(&StateLabel { state })
-                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+                    .set(gauge(count));
             };
             set(&inner.conversations, "live", census.live_conversations);
             set(
@@ -250,17 +250,18 @@ impl HubMetrics {
                     .get_or_create(&HealthLabel {
                         health: health.as_str(),
                     })
-                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+                    .set(gauge(count));
             }
-            inner
-                .reassignments
-                .set(i64::try_from(census.reassignments).unwrap_or(i64::MAX));
-            inner
-                .audit_rows
-                .set(i64::try_from(census.audit_rows).unwrap_or(i64::MAX));
+            inner.reassignments.set(gauge(census.reassignments));
+            inner.audit_rows.set(gauge(census.audit_rows));
         }
         crate::render(&inner.registry)
     }
+}
+
+/// A store's count as a gauge's value (saturating; no store holds more).
+fn gauge(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// A waiter counted by [`HubMetrics::waiting`]; uncounted when dropped.
