@@ -3,7 +3,8 @@
 //! re-running a test in a child process (with other environment variables,
 //! or as an unprivileged user), the workspace's binaries ([`bin`]) and MCP
 //! clients of `bridge-mcp` ([`mcp`], and a raw HTTP one: [`http`]), and a
-//! throwaway PostgreSQL server ([`postgres`]).
+//! throwaway PostgreSQL server ([`postgres`]), and headless Chromium
+//! ([`browser`]).
 //!
 //! Every test binary runs its tests twice: on SQLite files, and again in a
 //! child process on a throwaway PostgreSQL cluster
@@ -12,6 +13,7 @@
 //! stores.
 
 pub mod bin;
+pub mod browser;
 pub mod daemon;
 pub mod http;
 pub mod mcp;

@@ -69,7 +69,10 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
     ),
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the
+    // login form, which the Origin check must then refuse. `same-origin`
+    // keeps the Origin on the hub's own forms and tells other sites nothing.
+    ("referrer-policy", "same-origin"),
     ("cache-control", "no-store"),
 ];
 

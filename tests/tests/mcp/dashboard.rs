@@ -67,6 +67,8 @@ async fn the_team_page_follows_a_silence_and_its_moved_tasks_live() {
     assert_eq!(page.status, 200);
     let csp = page.header("content-security-policy").unwrap_or_default();
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    // Not `no-referrer`: under it a browser's login form says `Origin: null`.
+    assert_eq!(page.header("referrer-policy"), Some("same-origin"));
     let html = page.text();
     assert!(html.contains("data-events=\"/events?page=team\""), "{html}");
     for n in 0..3 {
