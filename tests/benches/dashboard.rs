@@ -11,8 +11,9 @@
 //! agents, each an MCP session of its own over HTTP, send to their partners
 //! every 50 ms for `DASHBOARD_LOAD_SECS` (default 10) seconds; each send is
 //! timed from just before its `tools/call` to the event that first shows
-//! its id on the Messages page. Then the dashboards stay open and idle for
-//! `DASHBOARD_SOAK_SECS` (default 30), the hub's memory sampled every
+//! its id on the Messages page. Then the dashboards stay open for
+//! `DASHBOARD_SOAK_SECS` (default 30) while one agent sends once a second
+//! (timed the same way), the hub's memory sampled every
 //! `DASHBOARD_SOAK_SECS / 6`. Prints each page's weight (HTML, and with the
 //! script and stylesheet), the latency p50/p99/max, and the hub's resident
 //! memory without dashboards, with twenty, after the load and through the
@@ -27,7 +28,7 @@ use bridge_testkit::process::memory;
 use bridge_testkit::report::{machine, report_latency, report_memory};
 use bridge_tests::http::{Connection, Session};
 use bridge_tests::mcp::HttpServer;
-use bridge_tests::{TempDb, team};
+use bridge_tests::{Pair, TempDb, team};
 use serde_json::json;
 
 const AGENTS: usize = 10;
@@ -74,8 +75,8 @@ async fn main() {
     measure("hub, no dashboard");
 
     // Twenty dashboards, each read continuously on a thread of its own.
-    let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
-    let seen: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let sent: Sent = Arc::default();
+    let seen: Sent = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for n in 0..DASHBOARDS {
@@ -107,61 +108,41 @@ async fn main() {
     measure("hub, 20 dashboards open");
 
     // Ten agents sending.
-    let started = Instant::now();
     let agents: Vec<_> = pairs
         .iter()
-        .map(|pair| {
-            let (authority, sent) = (authority.clone(), Arc::clone(&sent));
-            let id = pair.a.conversation_id.to_string();
-            let token = pair.a.token.reveal();
-            std::thread::spawn(move || {
-                let mut connection = Connection::open(&authority);
-                let mut session = Session::open(&mut connection);
-                let mut n = 0;
-                while started.elapsed() < load {
-                    let at = Instant::now();
-                    let result = session.call(
-                        &mut connection,
-                        "send_to_partner",
-                        json!({"conversation_id": id, "session_id": "a", "token": token,
-                               "message": format!("update {n}")}),
-                    );
-                    let message = result["structuredContent"]["message_id"]
-                        .as_i64()
-                        .expect("a message id");
-                    sent.lock().unwrap().insert(message, at);
-                    n += 1;
-                    std::thread::sleep(EVERY.saturating_sub(at.elapsed()));
-                }
-            })
-        })
+        .map(|pair| agent(&authority, pair, &sent, EVERY, load))
         .collect();
     for agent in agents {
         agent.join().expect("an agent");
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     measure("hub, 20 dashboards, after the load");
-    let latencies: Vec<Duration> = {
-        let (sent, seen) = (sent.lock().unwrap(), seen.lock().unwrap());
-        println!(
-            "sends: {}, shown on the Messages page: {}",
-            sent.len(),
-            sent.keys().filter(|id| seen.contains_key(id)).count()
-        );
-        sent.iter()
-            .filter_map(|(id, at)| Some(seen.get(id)?.saturating_duration_since(*at)))
-            .collect()
-    };
-    report_latency("send to the page's update", &latencies);
+    report_latency("send to the page's update", &latencies(&sent, &seen));
 
+    // The soak: the dashboards stay open while one agent sends once a
+    // second, each send timed to the page as before.
+    let trickle: Sent = Arc::default();
+    let slow = agent(
+        &authority,
+        &pairs[0],
+        &trickle,
+        Duration::from_secs(1),
+        soak,
+    );
     let step = soak / 6;
     for n in 1..=6 {
         tokio::time::sleep(step).await;
         measure(&format!(
-            "hub, 20 dashboards idle, {} s",
+            "hub, 20 dashboards, one send a second, {} s",
             (step * n).as_secs()
         ));
     }
+    slow.join().expect("the agent of the soak");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report_latency(
+        "send to the page's update, during the soak",
+        &latencies(&trickle, &seen),
+    );
     stop.store(true, Ordering::Relaxed);
     let events: u64 = readers
         .into_iter()
@@ -186,4 +167,57 @@ async fn main() {
         );
     }
     server.stop();
+}
+
+/// Sent ids and when.
+type Sent = Arc<Mutex<HashMap<i64, Instant>>>;
+
+/// An agent over HTTP, an MCP session of its own, sending to its partner
+/// every `every` for `duration`; each message id is recorded in `sent`
+/// with the instant just before its `tools/call`.
+fn agent(
+    authority: &str,
+    pair: &Pair,
+    sent: &Sent,
+    every: Duration,
+    duration: Duration,
+) -> std::thread::JoinHandle<()> {
+    let (authority, sent) = (authority.to_owned(), Arc::clone(sent));
+    let id = pair.a.conversation_id.to_string();
+    let token = pair.a.token.reveal();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        let mut connection = Connection::open(&authority);
+        let mut session = Session::open(&mut connection);
+        let mut n = 0;
+        while started.elapsed() < duration {
+            let at = Instant::now();
+            let result = session.call(
+                &mut connection,
+                "send_to_partner",
+                json!({"conversation_id": id, "session_id": "a", "token": token,
+                       "message": format!("update {n}")}),
+            );
+            let message = result["structuredContent"]["message_id"]
+                .as_i64()
+                .expect("a message id");
+            sent.lock().unwrap().insert(message, at);
+            n += 1;
+            std::thread::sleep(every.saturating_sub(at.elapsed()));
+        }
+    })
+}
+
+/// How long each sent message took to show on the page (`seen`); says how
+/// many were sent and shown.
+fn latencies(sent: &Sent, seen: &Sent) -> Vec<Duration> {
+    let (sent, seen) = (sent.lock().unwrap(), seen.lock().unwrap());
+    println!(
+        "sends: {}, shown on the Messages page: {}",
+        sent.len(),
+        sent.keys().filter(|id| seen.contains_key(id)).count()
+    );
+    sent.iter()
+        .filter_map(|(id, at)| Some(seen.get(id)?.saturating_duration_since(*at)))
+        .collect()
 }

@@ -107,6 +107,13 @@ impl ChangeSubscription {
         }
         Ok(())
     }
+
+    /// How many changes were signalled so far, every one of them now marked
+    /// seen. A query begun after this call shows every change the count
+    /// covers: the signal of a commit comes once the commit can be read.
+    pub fn version(&mut self) -> u64 {
+        *self.counter.borrow_and_update()
+    }
 }
 
 /// The WAL file of `database`.

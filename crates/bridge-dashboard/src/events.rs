@@ -2,15 +2,18 @@
 //!
 //! The first event is the content now; then, whenever the store's change
 //! feed says something changed, or `Dashboard::refresh` passed, the content
-//! is rendered again and sent if it differs from the last sent. Each event
+//! is rendered again (once for every stream showing the same page:
+//! `shared`) and sent if it differs from the last sent. Each event
 //! names a one-second `retry`, so a browser whose stream broke (a hub
 //! restart) comes back at once. A session that stopped being valid (expired,
 //! key revoked) gets one `login` event, and the stream ends; so does every
 //! stream when the hub stops.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +22,8 @@ use futures_util::Stream;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use crate::pages::{self, Filter, Page};
+use crate::pages::{Filter, Page};
+use crate::shared::{Needed, Renderings};
 use crate::{Dashboard, login};
 
 /// How soon a browser reconnects a broken stream.
@@ -34,12 +38,13 @@ pub(crate) struct Wanted {
 /// What one stream keeps between events.
 struct Follow {
     dashboard: Dashboard,
+    renderings: Renderings,
     headers: HeaderMap,
     page: Page,
     filter: Filter,
     changes: ChangeSubscription,
     /// The content last sent; `None` before the first event.
-    last: Option<String>,
+    last: Option<Arc<str>>,
     /// Whether the stream has ended (after a `login` event).
     done: bool,
 }
@@ -47,6 +52,7 @@ struct Follow {
 /// `GET /events`.
 pub(crate) async fn stream(
     State(dashboard): State<Dashboard>,
+    Extension(renderings): Extension<Renderings>,
     headers: HeaderMap,
     Query(wanted): Query<Wanted>,
 ) -> Response {
@@ -60,6 +66,7 @@ pub(crate) async fn stream(
     let follow = Follow {
         changes: dashboard.store.subscribe(),
         dashboard,
+        renderings,
         headers,
         page,
         filter: Filter { team: wanted.team },
@@ -87,6 +94,10 @@ fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
                     () = tokio::time::sleep(follow.dashboard.refresh) => {}
                 }
             }
+            let needed = Needed {
+                version: follow.changes.version(),
+                at: Instant::now(),
+            };
             if login::check(&follow.dashboard, &follow.headers)
                 .await
                 .is_err()
@@ -94,10 +105,12 @@ fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
                 follow.done = true;
                 return Some((Ok(Event::default().event("login").data("")), follow));
             }
-            let content =
-                pages::content(&follow.dashboard.store, follow.page, &follow.filter).await;
-            if follow.last.as_deref() != Some(content.as_str()) {
-                let event = Event::default().event("page").retry(RETRY).data(&content);
+            let content = follow
+                .renderings
+                .content(&follow.dashboard.store, follow.page, &follow.filter, needed)
+                .await;
+            if follow.last.as_deref() != Some(&*content) {
+                let event = Event::default().event("page").retry(RETRY).data(&*content);
                 follow.last = Some(content);
                 return Some((Ok(event), follow));
             }

@@ -10,8 +10,9 @@
 //! * Live updates (`events`): each page holds one `EventSource` on
 //!   `/events`, which sends the page's content again whenever the store's
 //!   change feed says something changed (and every few seconds, as time
-//!   alone turns a worker quiet). The page replaces its content with it; it
-//!   never polls. A stream that breaks (a hub restart) is reopened by the
+//!   alone turns a worker quiet), rendered once for all the streams that
+//!   show the same page (`shared`). The page replaces its content with it;
+//!   it never polls. A stream that breaks (a hub restart) is reopened by the
 //!   browser.
 //! * Login (`login`): where the hub requires keys, an operator's access key
 //!   logs in once at `/login` and gets a cookie (`HttpOnly`,
@@ -28,14 +29,15 @@
 mod events;
 mod login;
 mod pages;
+mod shared;
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use bridge_core::Store;
 use bridge_metrics::HubMetrics;
 use http::{HeaderValue, StatusCode, header};
@@ -89,6 +91,9 @@ pub fn router(dashboard: Dashboard) -> Router {
         .route("/messages", get(pages::messages))
         .route("/audit", get(pages::audit))
         .route("/events", get(events::stream))
+        // Every open stream renders again at least each `refresh`: an
+        // entry not asked for in two is nobody's.
+        .layer(Extension(shared::Renderings::new(dashboard.refresh * 2)))
         .route_layer(axum::middleware::from_fn_with_state(
             dashboard.clone(),
             login::require,

@@ -21,7 +21,7 @@ const MESSAGES_PER_CONVERSATION: u32 = 20;
 const AUDIT_ROWS: u32 = 20;
 
 /// A page of the dashboard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Page {
     Team,
     Tasks,
