@@ -233,6 +233,7 @@ async fn every_test_on_postgres() {
                 "copy::",
                 "copies an SQLite store into a PostgreSQL server of its own",
             ),
+            ("demo::", "the demo runs on an SQLite store of its own"),
         ],
     )
     .await;
