@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Once, mpsc};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustix::process::{Pid, Signal, kill_process_group};
 use serde_json::{Value, json};
@@ -95,18 +95,28 @@ impl Browser {
     /// Waits up to `timeout` for an element matching the CSS `selector`;
     /// panics naming `what` (and the page's `main`) if none appears.
     pub async fn wait_for(&self, selector: &str, timeout: Duration, what: &str) {
-        let found = self
-            .client
-            .wait()
-            .at_most(timeout)
-            .every(Duration::from_millis(100))
-            .for_element(Locator::Css(selector))
-            .await;
-        if found.is_err() {
-            panic!(
-                "{what}: no `{selector}` within {timeout:?}; the page shows:\n{}",
-                self.main().await
-            );
+        let condition = format!("document.querySelector({}) !== null", json!(selector));
+        self.wait_until(&condition, timeout, what).await;
+    }
+
+    /// Waits up to `timeout` for the JavaScript expression `condition` to
+    /// be true in the page, checking every 100 ms (and across page loads);
+    /// panics naming `what` (and the page's `main`) if it never is.
+    pub async fn wait_until(&self, condition: &str, timeout: Duration, what: &str) {
+        let script = format!("return Boolean({condition});");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // A page being replaced may refuse the script: try again.
+            if let Ok(Value::Bool(true)) = self.client.execute(&script, Vec::new()).await {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "{what}: `{condition}` not true within {timeout:?}; the page shows:\n{}",
+                    self.main().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
