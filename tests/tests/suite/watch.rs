@@ -21,9 +21,13 @@ async fn a_commit_by_another_store_wakes_the_waiter() {
             .unwrap()
             .is_empty()
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
     let mut changes = waiter_store.subscribe();
+    // That change's wake-ups (the writer's, an inotify event, a PostgreSQL
+    // notification) may still be on their way on a loaded machine: let
+    // them all arrive, then see that a read changes nothing.
+    while let Ok(woken) = timeout(Duration::from_millis(300), changes.changed()).await {
+        woken.expect("store open");
+    }
     let check = waiter_store.check(&conversation.b, 10).await.unwrap();
     assert!(check.is_empty());
     // Nothing happens: no wake-up.
