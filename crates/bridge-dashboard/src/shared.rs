@@ -123,12 +123,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn streams_share_a_rendering_until_a_newer_change_or_time_asks_for_another() {
+    /// A store in a new temporary directory (kept as long as the store).
+    async fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreOptions::new(dir.path().join("bridge.db")))
             .await
             .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn streams_share_a_rendering_until_a_newer_change_or_time_asks_for_another() {
+        let (_dir, store) = open().await;
         let renderings = Renderings::new(Duration::from_secs(60));
         let now = |version| Needed {
             version,
@@ -179,10 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn renderings_nobody_asks_for_are_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreOptions::new(dir.path().join("bridge.db")))
-            .await
-            .unwrap();
+        let (_dir, store) = open().await;
         let renderings = Renderings::new(Duration::ZERO);
         for team in ["a", "b", "c"] {
             let needed = Needed {
