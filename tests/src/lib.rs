@@ -231,6 +231,30 @@ pub async fn scalar(connection: &mut AnyConnection, sql: &str) -> i64 {
         .expect("run a raw query")
 }
 
+/// Runs `bridgectl --json access ARGS` on `db`; its JSON answer.
+pub fn access(db: &TempDb, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(bin::path("bridgectl"))
+        .args(["--json", "access"])
+        .args(args)
+        .env("BRIDGE_DB", &db.path)
+        .output()
+        .expect("run bridgectl");
+    assert!(
+        output.status.success(),
+        "bridgectl access {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON from bridgectl")
+}
+
+/// A new access key named `name` on `db` (`bridgectl access create`).
+pub fn access_key(db: &TempDb, name: &str) -> String {
+    access(db, &["create", name])["key"]
+        .as_str()
+        .expect("the key")
+        .to_owned()
+}
+
 /// A conversation and the credentials of both its sessions.
 pub struct Pair {
     /// What `create_conversation` returned.

@@ -11,13 +11,12 @@
 //! tests say so once and pass; `.ci/run` installs it and requires them.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use bridge_tests::browser::Browser;
 use bridge_tests::daemon::Daemon;
 use bridge_tests::mcp::HttpServer;
-use bridge_tests::{TempDb, bin, team};
+use bridge_tests::{TempDb, access_key, team};
 use fantoccini::Locator;
 use serde_json::{Value, json};
 
@@ -172,7 +171,7 @@ async fn the_login_refuses_a_wrong_key_and_the_page_outlives_a_hub_restart() {
     let db = TempDb::new();
     let server = HttpServer::start(&db.path, &["--require-auth"]);
     let authority = server.authority().to_owned();
-    let key = operator_key(&db);
+    let key = access_key(&db, "operator");
     let store = db.open().await;
     team(&store, "core", 1).await;
 
@@ -283,18 +282,6 @@ async fn path(browser: &Browser) -> String {
         .expect("the URL")
         .path()
         .to_owned()
-}
-
-/// A new operator's access key, made with `bridgectl access create`.
-fn operator_key(db: &TempDb) -> String {
-    let output = Command::new(bin::path("bridgectl"))
-        .args(["--json", "access", "create", "operator"])
-        .env("BRIDGE_DB", &db.path)
-        .output()
-        .expect("run bridgectl");
-    assert!(output.status.success(), "{output:?}");
-    let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    answer["key"].as_str().expect("the key").to_owned()
 }
 
 /// Every test of this binary again, on PostgreSQL.

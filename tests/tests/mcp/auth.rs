@@ -3,37 +3,10 @@
 //! session token that stands for its session; `401` before any MCP
 //! processing; failed attempts limited per address; keys never logged.
 
-use std::process::Command;
-
 use bridge_tests::http::{Connection, Session};
 use bridge_tests::mcp::{Agent, HttpServer, caller};
-use bridge_tests::{TempDb, bin};
-use serde_json::{Value, json};
-
-/// Runs `bridgectl --json access ARGS` on `db`; its JSON answer.
-fn access(db: &TempDb, args: &[&str]) -> Value {
-    let output = Command::new(bin::path("bridgectl"))
-        .arg("--json")
-        .arg("access")
-        .args(args)
-        .env("BRIDGE_DB", &db.path)
-        .output()
-        .expect("run bridgectl");
-    assert!(
-        output.status.success(),
-        "bridgectl access {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON from bridgectl")
-}
-
-/// A new access key named `name`.
-fn access_key(db: &TempDb, name: &str) -> String {
-    access(db, &["create", name])["key"]
-        .as_str()
-        .expect("the key")
-        .to_owned()
-}
+use bridge_tests::{TempDb, access, access_key};
+use serde_json::json;
 
 /// An `initialize` request's body.
 fn initialize() -> Vec<u8> {

@@ -3,27 +3,14 @@
 //! live updates over server-sent events, the login and its cookie, and
 //! what must be refused or escaped.
 
-use std::process::Command;
 use std::time::Duration;
 
 use bridge_core::{NewMessage, NewTask};
 use bridge_tests::http::Connection;
 use bridge_tests::mcp::HttpServer;
-use bridge_tests::{TempDb, bin, team};
+use bridge_tests::{TempDb, access, access_key, team};
 
 const SECOND: Duration = Duration::from_secs(1);
-
-/// Runs `bridgectl --json access ARGS` on `db`; its JSON answer.
-fn access(db: &TempDb, args: &[&str]) -> serde_json::Value {
-    let output = Command::new(bin::path("bridgectl"))
-        .args(["--json", "access"])
-        .args(args)
-        .env("BRIDGE_DB", &db.path)
-        .output()
-        .expect("run bridgectl");
-    assert!(output.status.success(), "{output:?}");
-    serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null)
-}
 
 /// The next `page` event whose content satisfies `wanted`, within 10 s.
 fn page_until(events: &mut Connection, wanted: impl Fn(&str) -> bool) -> String {
@@ -169,10 +156,7 @@ async fn with_require_auth_an_access_key_logs_in_once_for_a_sealed_cookie() {
     let db = TempDb::new();
     let server = HttpServer::start(&db.path, &["--require-auth"]);
     let authority = server.authority().to_owned();
-    let key = access(&db, &["create", "operator"])["key"]
-        .as_str()
-        .expect("the key")
-        .to_owned();
+    let key = access_key(&db, "operator");
     let store = db.open().await;
     let pair = &team(&store, "core", 1).await[0];
     let origin = format!("http://{authority}");

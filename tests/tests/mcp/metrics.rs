@@ -3,11 +3,9 @@
 //! (the same authentication as `/mcp`, an access key, unless
 //! `--metrics-public`).
 
-use std::process::Command;
-
 use bridge_tests::http::{Connection, Response};
 use bridge_tests::mcp::{Agent, HttpServer, caller};
-use bridge_tests::{TempDb, bin};
+use bridge_tests::{TempDb, access_key};
 use serde_json::json;
 
 /// The value of the series `series` (name and labels, as exposed).
@@ -23,18 +21,6 @@ fn scrape(server: &HttpServer, key: Option<&str>) -> Response {
         connection.authorize(&format!("Bearer {key}"));
     }
     connection.get("/metrics", &[])
-}
-
-/// A new access key named `name` on `db`.
-fn access_key(db: &TempDb, name: &str) -> String {
-    let output = Command::new(bin::path("bridgectl"))
-        .args(["--json", "access", "create", name])
-        .env("BRIDGE_DB", &db.path)
-        .output()
-        .expect("run bridgectl");
-    assert!(output.status.success(), "{output:?}");
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    answer["key"].as_str().expect("the key").to_owned()
 }
 
 #[tokio::test]
