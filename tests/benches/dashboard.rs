@@ -1,5 +1,5 @@
 //! The dashboard under load: its page weight, the time from a send to the
-//! open page's update, and the hub's memory with 20 dashboards open.
+//! open page's update, and the memory of the hub and of a page left open.
 //!
 //! Run with `cargo bench -p bridge-tests --bench dashboard` (it builds the
 //! workspace's binaries first, if need be). One `bridge-mcp --http` hub on a
@@ -7,17 +7,20 @@
 //! loopback without `--require-auth`; ten conversations of team `core`.
 //! Twenty dashboards are opened as a browser opens them (`GET
 //! /events?page=…`, one connection each, read continuously): one on the
-//! Messages page, which measures, and nineteen on the Team page. Then ten
+//! Messages page, which measures, and nineteen on the Team page; and, when
+//! Chromium is installed, the Messages page in a headless Chromium. Then ten
 //! agents, each an MCP session of its own over HTTP, send to their partners
 //! every 50 ms for `DASHBOARD_LOAD_SECS` (default 10) seconds; each send is
 //! timed from just before its `tools/call` to the event that first shows
 //! its id on the Messages page. Then the dashboards stay open for
-//! `DASHBOARD_SOAK_SECS` (default 30) while one agent sends once a second
-//! (timed the same way), the hub's memory sampled every
-//! `DASHBOARD_SOAK_SECS / 6`. Prints each page's weight (HTML, and with the
-//! script and stylesheet), the latency p50/p99/max, and the hub's resident
-//! memory without dashboards, with twenty, after the load and through the
-//! soak.
+//! `DASHBOARD_SOAK_SECS` (default 30) while the ten agents send once a
+//! second each (timed the same way). Twelve times through the soak it
+//! samples the hub's memory and the database's size, and in Chromium waits
+//! for the page to show the latest send, then takes the page's JavaScript
+//! heap after a garbage collection, its DOM elements and the renderer's
+//! memory (after the load it measures the page twice with no update
+//! between, to show what a measurement adds to the heap by itself). Prints each page's weight (HTML, and with the script and
+//! stylesheet), the latency p50/p99/max, and those samples.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use bridge_testkit::process::memory;
 use bridge_testkit::report::{machine, report_latency, report_memory};
+use bridge_tests::browser::Browser;
 use bridge_tests::http::{Connection, Session};
 use bridge_tests::mcp::HttpServer;
 use bridge_tests::{Pair, TempDb, team};
@@ -34,6 +38,8 @@ use serde_json::json;
 const AGENTS: usize = 10;
 const DASHBOARDS: usize = 20;
 const EVERY: Duration = Duration::from_millis(50);
+/// How many times the soak samples memory.
+const SAMPLES: u32 = 12;
 
 fn seconds(variable: &str, default: u64) -> Duration {
     Duration::from_secs(
@@ -106,6 +112,19 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     measure("hub, 20 dashboards open");
+    let browser = Browser::start().await;
+    match &browser {
+        Some(browser) => {
+            browser
+                .client()
+                .goto(&format!("http://{authority}/messages"))
+                .await
+                .expect("open the Messages page in Chromium");
+            browser.mark().await;
+            report_page(browser, "page in Chromium, opened").await;
+        }
+        None => println!("Chromium is not installed: the page's memory is not measured"),
+    }
 
     // Ten agents sending.
     let agents: Vec<_> = pairs
@@ -118,26 +137,39 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     measure("hub, 20 dashboards, after the load");
     report_latency("send to the page's update", &latencies(&sent, &seen));
-
-    // The soak: the dashboards stay open while one agent sends once a
-    // second, each send timed to the page as before.
-    let trickle: Sent = Arc::default();
-    let slow = agent(
-        &authority,
-        &pairs[0],
-        &trickle,
-        Duration::from_secs(1),
-        soak,
-    );
-    let step = soak / 6;
-    for n in 1..=6 {
-        tokio::time::sleep(step).await;
-        measure(&format!(
-            "hub, 20 dashboards, one send a second, {} s",
-            (step * n).as_secs()
-        ));
+    if let Some(browser) = &browser {
+        report_page(browser, "page in Chromium, after the load").await;
+        // What one measurement adds by itself (WebDriver's script runs
+        // leave a little in the page's heap), for comparison with the
+        // soak's samples, which have thousands of updates between them.
+        report_page(browser, "page in Chromium, at once again").await;
     }
-    slow.join().expect("the agent of the soak");
+
+    // The soak: the dashboards stay open while the ten agents send once a
+    // second each, each send timed to the page as before.
+    let trickle: Sent = Arc::default();
+    let agents: Vec<_> = pairs
+        .iter()
+        .map(|pair| agent(&authority, pair, &trickle, Duration::from_secs(1), soak))
+        .collect();
+    let step = soak / SAMPLES;
+    for n in 1..=SAMPLES {
+        tokio::time::sleep(step).await;
+        let at = (step * n).as_secs();
+        measure(&format!("hub, 20 dashboards, 10 sends/s, {at} s"));
+        let size = std::fs::metadata(&db.path).map_or(0, |file| file.len());
+        println!("database, {at} s: {:.1} MiB", size as f64 / 1_048_576.0);
+        if let Some(browser) = &browser {
+            let latest = trickle.lock().unwrap().keys().max().copied();
+            if let Some(latest) = latest {
+                shows(browser, latest).await;
+            }
+            report_page(browser, &format!("page in Chromium, {at} s")).await;
+        }
+    }
+    for agent in agents {
+        agent.join().expect("an agent of the soak");
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     report_latency(
         "send to the page's update, during the soak",
@@ -149,6 +181,14 @@ async fn main() {
         .map(|reader| reader.join().expect("a dashboard"))
         .sum();
     println!("events read by the 20 dashboards: {events}");
+    if let Some(browser) = browser {
+        assert!(
+            browser.still_marked().await,
+            "the page in Chromium was reloaded during the run"
+        );
+        println!("the page in Chromium kept up without a reload");
+        browser.close().await;
+    }
 
     // Page weight, with the data of the run.
     println!();
@@ -167,6 +207,39 @@ async fn main() {
         );
     }
     server.stop();
+}
+
+/// Waits up to 10 s for the page open in `browser` to show message
+/// `id`. The script and its selector are the same at every call (the id
+/// is the script's argument): the page keeps each selector it has been
+/// asked for in a cache on its heap, which would count against the page.
+async fn shows(browser: &Browser, id: i64) {
+    const SCRIPT: &str = "return Array.from(document.querySelectorAll('[data-message]'))
+                            .some((row) => row.dataset.message === String(arguments[0]));";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = browser.client().execute(SCRIPT, vec![json!(id)]).await;
+        if matches!(shown, Ok(serde_json::Value::Bool(true))) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page in Chromium did not show message {id} within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Prints what the page open in `browser` holds: its JavaScript heap after
+/// a garbage collection, its DOM elements, and the renderer's memory.
+async fn report_page(browser: &Browser, what: &str) {
+    let (heap, elements) = browser.page_memory().await;
+    let renderer = browser.renderer_memory();
+    println!(
+        "{what:<44} JS heap {:>7.1} KiB  DOM elements {elements:>5}  renderer VmRSS {:>5.1} MiB ({renderer} kB)",
+        heap as f64 / 1024.0,
+        renderer as f64 / 1024.0,
+    );
 }
 
 /// Sent ids and when.

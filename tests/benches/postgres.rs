@@ -3,28 +3,35 @@
 //! server; and how long a message sent through one hub takes to wake a
 //! waiter on another.
 //!
-//! Run with `cargo bench -p bridge-tests --bench postgres`. It starts a
-//! throwaway PostgreSQL cluster ([`PgServer`], the tests' own: `fsync=off`,
-//! `synchronous_commit=off`, `full_page_writes=off`), and says so and stops
-//! if PostgreSQL is not installed. Every store runs with the rate limit off
-//! and durability `full`, which on PostgreSQL is the server's
-//! `synchronous_commit` (off here, as for `pgbench`). On Tokio's
-//! current-thread runtime, as the store benchmark. In order:
+//! Run with `cargo bench -p bridge-tests --bench postgres`. It starts two
+//! throwaway PostgreSQL clusters, one after the other: the tests' own
+//! ([`PgServer::start`]: `fsync=off`, `synchronous_commit=off`,
+//! `full_page_writes=off`), then a durable one ([`PgServer::start_durable`]:
+//! PostgreSQL's defaults, every commit synced, as a production server
+//! runs); it says so and stops if PostgreSQL is not installed. Every store
+//! runs with the rate limit off and durability `full`, which on PostgreSQL
+//! is the server's `synchronous_commit` (so it syncs on the durable cluster
+//! only, as `pgbench` does). On Tokio's current-thread runtime, as the
+//! store benchmark. On each cluster, in order:
 //!
 //! * one writer sending [`PER_WRITER`] messages back to back (a reference);
 //!   then ten writers on one store, ten conversations, each writer a task
 //!   sending as many;
 //! * two hubs: two stores opened on one database with one key file, five
 //!   such writers on each, the rate of all ten;
-//! * the ten writers of the first case on SQLite ([`TempDb::for_bench`],
-//!   durability `full`), for comparison;
 //! * `pgbench -n -c 10 -j 2 -T 10` on a one-row insert into a table of its
 //!   own, on the same server; each store rate is divided by its TPS;
+//!
+//! then, on the test cluster only:
+//!
 //! * the wake-up across hubs: a waiter on store two subscribes, waits for a
 //!   change and reads with `check`; store one sends a message every 20 ms
 //!   carrying the time just before its send was called; the latency is from
 //!   then to the waiter having read it. Store two polls only every hour, so
-//!   only PostgreSQL's `NOTIFY` can wake it.
+//!   only PostgreSQL's `NOTIFY` can wake it;
+//!
+//! and last the ten writers of the first case on SQLite
+//! ([`TempDb::for_bench`], durability `full`), for comparison.
 //!
 //! Each rate comes with its send latencies and the CPU used meanwhile, by
 //! this process and by the whole machine (the server's share is the
@@ -58,35 +65,26 @@ const BODY: &str =
 async fn main() {
     println!("mcp-bridge on PostgreSQL: ten writers, two hubs, pgbench, wake-up across hubs");
     println!("{}", machine());
+    let keys = tempfile::tempdir().expect("create a temporary directory");
+    let key_file = keys.path().join("server.key");
+
+    // 1. The test cluster, without syncs; then the wake-up across hubs on it.
     let Some(server) = PgServer::start().await else {
         println!("PostgreSQL is not installed here: nothing measured");
         return;
     };
-    describe_server(&server).await;
-    let keys = tempfile::tempdir().expect("create a temporary directory");
-    let key_file = keys.path().join("server.key");
+    let fast = on_server(&server, &key_file, "test cluster, no syncs").await;
+    let url = server.create_database("wake_up").await;
+    let wake = wake_up(&url, &key_file).await;
+    drop(server);
     println!();
 
-    // 1. Ten writers on one store; first one alone, for reference.
-    let url = server.create_database("ten_writers").await;
-    let store = open(&url, &key_file, None).await;
-    let alone = sends(std::slice::from_ref(&store), 1, PER_WRITER).await;
-    alone.report("PostgreSQL, 1 writer (reference)");
-    let one_hub = sends(std::slice::from_ref(&store), WRITERS, PER_WRITER).await;
-    store.close().await;
-    one_hub.report("PostgreSQL, 10 writers on 1 store");
-
-    // 2. Two hubs on one database, five writers each.
-    let url = server.create_database("two_hubs").await;
-    let hubs = [
-        open(&url, &key_file, None).await,
-        open(&url, &key_file, None).await,
-    ];
-    let two_hubs = sends(&hubs, WRITERS, PER_WRITER).await;
-    for hub in &hubs {
-        hub.close().await;
-    }
-    two_hubs.report("PostgreSQL, 2 stores x 5 writers, 1 database");
+    // 2. A durable cluster: PostgreSQL's defaults.
+    let server = PgServer::start_durable()
+        .await
+        .expect("PostgreSQL started once already");
+    let durable = on_server(&server, &key_file, "durable cluster, syncs on").await;
+    drop(server);
 
     // 3. The same ten writers on SQLite.
     let db = TempDb::for_bench();
@@ -97,57 +95,42 @@ async fn main() {
     println!("    SQLite database: {}", db.path.display());
     println!();
 
-    // 4. pgbench on the same server.
-    let tps = pgbench(&server).await;
-    println!();
-
-    // 5. The wake-up across hubs.
-    let url = server.create_database("wake_up").await;
-    let wake = wake_up(&url, &key_file).await;
-    println!();
-
-    let ratio = |sends: &Sends| tps.map(|tps| sends.rate() / tps);
     println!("summary");
     let line = |what: &str, value: String, target: &str| {
-        println!("{what:<48} {value:>26}  {target}");
+        println!("{what:<56} {value:>26}  {target}");
     };
-    line(
-        "PostgreSQL, 1 writer (reference)",
-        format!("{:.0} sends/s", alone.rate()),
-        "",
-    );
-    line(
-        "PostgreSQL, 10 writers on 1 store",
-        format!("{:.0} sends/s", one_hub.rate()),
-        "",
-    );
-    line(
-        "PostgreSQL, 2 stores x 5 writers, 1 database",
-        format!("{:.0} sends/s", two_hubs.rate()),
-        "",
-    );
+    for rates in [&fast, &durable] {
+        let of = |what: &str| format!("{what}, {}", rates.server);
+        for (what, sends) in [
+            ("PostgreSQL, 1 writer (reference)", &rates.alone),
+            ("PostgreSQL, 10 writers on 1 store", &rates.one_hub),
+            ("PostgreSQL, 2 stores x 5 writers", &rates.two_hubs),
+        ] {
+            line(&of(what), format!("{:.0} sends/s", sends.rate()), "");
+        }
+        match rates.tps {
+            Some(tps) => line(&of("pgbench, one-row insert"), format!("{tps:.0} tps"), ""),
+            None => line(&of("pgbench, one-row insert"), "n/a".into(), ""),
+        }
+        for (what, sends) in [
+            ("1 store ÷ pgbench", &rates.one_hub),
+            ("2 stores ÷ pgbench", &rates.two_hubs),
+        ] {
+            match rates.tps.map(|tps| sends.rate() / tps) {
+                Some(ratio) => line(
+                    &of(what),
+                    format!("{ratio:.2}"),
+                    &target(ratio >= 0.5, "≥ 0.5"),
+                ),
+                None => line(&of(what), "n/a".into(), "≥ 0.5"),
+            }
+        }
+    }
     line(
         "SQLite (full), 10 writers on 1 store",
         format!("{:.0} sends/s", sqlite.rate()),
         "",
     );
-    match tps {
-        Some(tps) => line(
-            "pgbench, one-row insert, -c 10 -j 2",
-            format!("{tps:.0} tps"),
-            "",
-        ),
-        None => line("pgbench, one-row insert, -c 10 -j 2", "n/a".into(), ""),
-    }
-    for (what, sends) in [
-        ("1 store ÷ pgbench", &one_hub),
-        ("2 stores ÷ pgbench", &two_hubs),
-    ] {
-        match ratio(sends) {
-            Some(ratio) => line(what, format!("{ratio:.2}"), &target(ratio >= 0.5, "≥ 0.5")),
-            None => line(what, "n/a".into(), "≥ 0.5"),
-        }
-    }
     match wake.percentiles() {
         Some((p50, p99, max)) => line(
             "wake-up across hubs, p50 / p99 / max",
@@ -164,13 +147,61 @@ async fn main() {
         ),
         None => line("wake-up across hubs", "no samples".into(), "p99 ≤ 50 ms"),
     }
-    let errors = alone.errors + one_hub.errors + two_hubs.errors + sqlite.errors;
+    let errors = [&fast, &durable]
+        .iter()
+        .map(|rates| rates.alone.errors + rates.one_hub.errors + rates.two_hubs.errors)
+        .sum::<usize>()
+        + sqlite.errors;
     line(
         "failed sends; messages never read across hubs",
         format!("{errors}; {}", wake.missing),
         "",
     );
-    drop(server);
+}
+
+/// The rates measured on one server.
+struct Rates {
+    /// Which server, for the summary.
+    server: &'static str,
+    alone: Sends,
+    one_hub: Sends,
+    two_hubs: Sends,
+    tps: Option<f64>,
+}
+
+/// On `server` (called `name`): one writer alone, ten writers on one store,
+/// five on each of two stores of one database, and `pgbench`.
+async fn on_server(server: &PgServer, key_file: &Path, name: &'static str) -> Rates {
+    describe_server(server).await;
+    println!();
+    let url = server.create_database("ten_writers").await;
+    let store = open(&url, key_file, None).await;
+    let alone = sends(std::slice::from_ref(&store), 1, PER_WRITER).await;
+    alone.report("PostgreSQL, 1 writer (reference)");
+    let one_hub = sends(std::slice::from_ref(&store), WRITERS, PER_WRITER).await;
+    store.close().await;
+    one_hub.report("PostgreSQL, 10 writers on 1 store");
+
+    let url = server.create_database("two_hubs").await;
+    let hubs = [
+        open(&url, key_file, None).await,
+        open(&url, key_file, None).await,
+    ];
+    let two_hubs = sends(&hubs, WRITERS, PER_WRITER).await;
+    for hub in &hubs {
+        hub.close().await;
+    }
+    two_hubs.report("PostgreSQL, 2 stores x 5 writers, 1 database");
+    println!();
+    let tps = pgbench(server).await;
+    println!();
+    Rates {
+        server: name,
+        alone,
+        one_hub,
+        two_hubs,
+        tps,
+    }
 }
 
 /// The server's version and the settings that decide what a commit costs.

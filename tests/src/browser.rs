@@ -29,7 +29,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Browser {
     client: Client,
     /// chromedriver, leader of the process group the browser runs in.
-    _driver: Group,
+    driver: Group,
     /// The browser's profile directory, removed after it stopped.
     _profile: TempDir,
 }
@@ -76,7 +76,7 @@ impl Browser {
             .expect("temporary directory");
         let browser = Browser {
             client: connect(port, &chromium, profile.path()).await,
-            _driver: driver,
+            driver,
             _profile: profile,
         };
         browser
@@ -164,6 +164,52 @@ impl Browser {
         path
     }
 
+    /// What the open page holds after a full garbage collection: its
+    /// JavaScript heap in use, in bytes (Chromium's `performance.memory`,
+    /// precise with `--enable-precise-memory-info`), and its number of
+    /// DOM elements.
+    pub async fn page_memory(&self) -> (u64, u64) {
+        let value = self
+            .run(
+                "window.gc(); \
+                 return [performance.memory.usedJSHeapSize, \
+                         document.getElementsByTagName('*').length];",
+            )
+            .await;
+        let number = |index: usize| value[index].as_u64().expect("a count");
+        (number(0), number(1))
+    }
+
+    /// The resident memory of the browser's renderer processes (those that
+    /// run the pages), in kB: the sum of `VmRSS` over the processes of
+    /// chromedriver's group started with `--type=renderer`.
+    pub fn renderer_memory(&self) -> u64 {
+        let group = self.driver.0.id().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // After the command: the process group is the fifth field.
+                let in_group = stat
+                    .rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+                    == Some(group.as_str());
+                // Chromium rewrites its command line as one string, so
+                // arguments end at a space as well as at a NUL.
+                let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                in_group
+                    && command
+                        .split(|byte| *byte == 0 || *byte == b' ')
+                        .any(|argument| argument == b"--type=renderer")
+            })
+            .filter_map(|pid| Some(bridge_testkit::process::memory(pid)?.rss))
+            .sum()
+    }
+
     /// Ends the browser session, then chromedriver (with what is left of
     /// its process group).
     pub async fn close(self) {
@@ -247,6 +293,9 @@ async fn connect(port: u16, binary: &Path, profile: &Path) -> Client {
                 "--disable-sync",
                 "--disable-breakpad",
                 "--disable-crash-reporter",
+                // For `page_memory`: exact heap sizes, and `window.gc()`.
+                "--enable-precise-memory-info",
+                "--js-flags=--expose-gc",
                 format!("--user-data-dir={}", profile.display()),
             ],
         },

@@ -59,16 +59,24 @@ impl PgServer {
     /// Starts a new cluster; `None` if PostgreSQL is not installed (and not
     /// required). Panics if it is installed but does not start.
     pub async fn start() -> Option<PgServer> {
-        PgServer::launch(None).await
+        PgServer::launch(None, false).await
+    }
+
+    /// Starts a new cluster as [`PgServer::start`] does, but durable as a
+    /// production server is: PostgreSQL's defaults (`fsync`,
+    /// `synchronous_commit` and `full_page_writes` on), so that every
+    /// commit waits for its WAL to reach the disk. For the benchmarks.
+    pub async fn start_durable() -> Option<PgServer> {
+        PgServer::launch(None, true).await
     }
 
     /// Starts a new cluster as [`PgServer::start`] does, speaking TLS with a
     /// certificate for 127.0.0.1 signed by `ca`.
     pub async fn start_with_tls(ca: &TestCa) -> Option<PgServer> {
-        PgServer::launch(Some(ca)).await
+        PgServer::launch(Some(ca), false).await
     }
 
-    async fn launch(tls: Option<&TestCa>) -> Option<PgServer> {
+    async fn launch(tls: Option<&TestCa>, durable: bool) -> Option<PgServer> {
         let Some(bin) = server_programs() else {
             static SAID: Once = Once::new();
             assert!(
@@ -158,15 +166,16 @@ impl PgServer {
             "-k".to_owned(),
             dir.path().display().to_string(),
         ]);
-        // A test's data need not survive a power cut: no syncs. Room for a
-        // whole test binary at once: each store has a pool.
-        for setting in [
+        // Room for a whole test binary at once: each store has a pool. A
+        // test's data need not survive a power cut: no syncs, unless asked.
+        let no_syncs = [
             "fsync=off",
             "synchronous_commit=off",
             "full_page_writes=off",
-            "max_connections=400",
-        ] {
-            arguments.extend(["-c".to_owned(), setting.to_owned()]);
+        ];
+        let no_syncs = if durable { &[][..] } else { &no_syncs[..] };
+        for setting in no_syncs.iter().chain(&["max_connections=400"]) {
+            arguments.extend(["-c".to_owned(), (*setting).to_owned()]);
         }
         let mut command = run_as(as_root, &bin.join("postgres"));
         command.args(arguments);
