@@ -571,26 +571,28 @@ const HISTORY_LATEST_SQL: &str = message_read!(
      ORDER BY id DESC LIMIT $4"
 );
 
-/// The latest $3 messages of the conversation, both directions, for the
-/// operator ($2 is `'a'`: the credentials columns are not used).
-const LATEST_SQL: &str =
-    message_read!("SELECT * FROM message WHERE conversation_id = $1 ORDER BY id DESC LIMIT $3");
-
 impl Store {
     /// The operator's view: the latest `limit` messages of a conversation,
     /// oldest first, without authentication (whoever can open the database
-    /// can read it). Empty if the conversation does not exist.
+    /// can read it). Empty if the conversation does not exist. Read as
+    /// `history` reads them, from the inbox index, so that the cost does
+    /// not grow with the conversation: a plain `ORDER BY id DESC` over the
+    /// conversation sorted all its messages (the dashboard's Messages page
+    /// asks on every change).
     pub(crate) async fn latest_messages(
         &self,
         conversation_id: &ConversationId,
         limit: u32,
     ) -> Result<Vec<Message>> {
+        // Session 'a': the credentials columns are not used. Every id is
+        // after 0.
         let rows: Vec<MessageRowRead> = read!(
             self,
             fetch_all,
-            query_as(LATEST_SQL),
+            query_as(HISTORY_LATEST_SQL),
             conversation_id.as_str(),
             "a",
+            0_i64,
             i64::from(limit)
         )?;
         rows.iter()

@@ -358,3 +358,48 @@ async fn a_watcher_reads_after_its_own_place_and_moves_no_cursor() {
     assert!(store.peek_after(&stranger, 0, 10).await.is_err());
     store.close().await;
 }
+
+#[tokio::test]
+async fn the_operators_view_shows_the_latest_messages_both_ways_oldest_first() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    let conversation = pair(&store).await;
+    let other = pair(&store).await;
+    let mut sent = Vec::new();
+    for n in 0..9 {
+        let from = if n % 3 == 0 {
+            &conversation.b
+        } else {
+            &conversation.a
+        };
+        sent.push(
+            store
+                .send(from, NewMessage::new(format!("m{n}")))
+                .await
+                .unwrap()
+                .id,
+        );
+        // Another conversation's messages in between are not shown.
+        store
+            .send(&other.a, NewMessage::new("elsewhere"))
+            .await
+            .unwrap();
+    }
+    let detail = store
+        .conversation_detail(&conversation.a.conversation_id, 5)
+        .await
+        .unwrap();
+    let shown: Vec<i64> = detail
+        .recent_messages
+        .iter()
+        .map(|shown| shown.message.id)
+        .collect();
+    assert_eq!(shown, sent[4..], "the latest five, both ways, oldest first");
+    let bodies: Vec<&str> = detail
+        .recent_messages
+        .iter()
+        .map(|shown| shown.message.body.as_str())
+        .collect();
+    assert_eq!(bodies, ["m4", "m5", "m6", "m7", "m8"]);
+    store.close().await;
+}
