@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Once, mpsc};
 use std::time::Duration;
 
+use bridge_testkit::process;
 use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustix::process::{Pid, Signal, kill_process_group};
@@ -184,29 +185,17 @@ impl Browser {
     /// run the pages), in kB: the sum of `VmRSS` over the processes of
     /// chromedriver's group started with `--type=renderer`.
     pub fn renderer_memory(&self) -> u64 {
-        let group = self.driver.0.id().to_string();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return 0;
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        process::group_members(self.driver.0.id())
+            .into_iter()
             .filter(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                // After the command: the process group is the fifth field.
-                let in_group = stat
-                    .rsplit_once(") ")
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-                    == Some(group.as_str());
                 // Chromium rewrites its command line as one string, so
                 // arguments end at a space as well as at a NUL.
                 let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                in_group
-                    && command
-                        .split(|byte| *byte == 0 || *byte == b' ')
-                        .any(|argument| argument == b"--type=renderer")
+                command
+                    .split(|byte| *byte == 0 || *byte == b' ')
+                    .any(|argument| argument == b"--type=renderer")
             })
-            .filter_map(|pid| Some(bridge_testkit::process::memory(pid)?.rss))
+            .filter_map(|pid| Some(process::memory(pid)?.rss))
             .sum()
     }
 
