@@ -2,24 +2,31 @@
 //!
 //! Every batch the writer commits sends `NOTIFY mcp_bridge` inside its
 //! transaction (delivered at commit, never for a batch rolled back), its
-//! payload the ids it leaves behind (message, audit, task), far below
-//! PostgreSQL's 8,000-byte limit. A listener per store wakes its
-//! subscribers at each notification; they re-read past their own cursors, as
-//! on SQLite, so a notification carries no data anyone relies on.
+//! payload the ids it leaves behind (audit, message, task) and its
+//! transaction's id, far below PostgreSQL's 8,000-byte limit. A listener
+//! per store wakes its subscribers at each notification from another store;
+//! they re-read past their own cursors, as on SQLite, so a notification
+//! carries no data anyone relies on. Its own store's batches it skips: their
+//! writer has woken the subscribers already (see [`OwnCommits`]).
 //!
 //! A notification can be lost: PostgreSQL keeps none for a connection that
 //! is not there. So when the listener's connection breaks, it wakes every
 //! subscriber, which re-reads, and reconnects (sqlx's `PgListener` does, on
-//! the next receive). And a connection can go silent without
-//! breaking (a half-open TCP connection): every poll interval the watcher
-//! reads the heads itself (their ids and the transaction that last wrote
-//! them, which every batch does), and wakes the subscribers if they moved
-//! without a notification, saying so once.
+//! the next receive). And a connection can go silent without breaking (a
+//! half-open TCP connection). Every poll interval the watcher reads the
+//! heads itself (their ids and the transaction that last wrote them, which
+//! every batch does, as the notifications carry them) and compares them
+//! with the last notification's. A difference may be a notification still
+//! on its way; one that stands at the next check, with no notification in
+//! between, means the feed is silent: it wakes the subscribers, reconnects,
+//! and says so once.
 //!
 //! The watcher listens from the moment its store is open, before anyone
 //! can subscribe, so no commit falls between a subscription and the first
 //! `LISTEN`.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool};
@@ -31,11 +38,41 @@ use crate::watch::Changes;
 /// The channel every store of one database notifies and listens on.
 pub(crate) const CHANNEL: &str = "mcp_bridge";
 
-/// The heads, as one text: what the periodic check compares. Every batch
-/// rewrites them, so the transaction id that last did (`xmin`) changes at
+/// The heads, as one text, in the form of the writer's notifications:
+/// what the periodic check compares. Every batch rewrites them, so the
+/// transaction id that last did (`xmin`, the same on every row) changes at
 /// every commit, whatever the commit changed.
-const HEADS_SQL: &str =
-    "SELECT string_agg(name || '=' || last_id || '@' || xmin, ',' ORDER BY name) FROM head";
+const HEADS_SQL: &str = "SELECT string_agg(name || '=' || last_id, ',' ORDER BY name) || '@' || min(xmin::text) \
+     FROM head";
+
+/// How many of its own batches' notifications a store remembers: the
+/// listener is rarely more than one behind the writer.
+const OWN_COMMITS: usize = 16;
+
+/// The notifications of a store's latest batches, which its writer records
+/// before committing them. Its listener skips them: the writer wakes the
+/// store's subscribers itself once a batch commits. A notification carries
+/// its transaction's id, so no other store's can match; one forgotten
+/// already only wakes the subscribers twice.
+#[derive(Default)]
+pub(crate) struct OwnCommits(Mutex<VecDeque<String>>);
+
+impl OwnCommits {
+    /// Remembers the notification of a batch about to commit.
+    pub(crate) fn record(&self, notice: String) {
+        let mut notices = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
+        if notices.len() == OWN_COMMITS {
+            notices.pop_front();
+        }
+        notices.push_back(notice);
+    }
+
+    /// Whether `notice` is the notification of one of this store's batches.
+    fn contains(&self, notice: &str) -> bool {
+        let notices = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
+        notices.iter().any(|own| own == notice)
+    }
+}
 
 /// Listens for other stores' commits and checks the heads periodically.
 pub(crate) struct PgWatcher {
@@ -45,13 +82,14 @@ pub(crate) struct PgWatcher {
 
 impl PgWatcher {
     /// Listens through a connection of its own (made with `connect`), and
-    /// checks the heads through `pool` every `poll_interval`. Returns once
-    /// it listens.
+    /// checks the heads through `pool` every `poll_interval`; skips the
+    /// notifications in `own_commits`. Returns once it listens.
     pub(crate) async fn start(
         connect: PgConnectOptions,
         pool: PgPool,
         changes: Changes,
         poll_interval: Duration,
+        own_commits: Arc<OwnCommits>,
     ) -> Result<PgWatcher, sqlx::Error> {
         let listener = connect_listener(&connect).await?;
         // The heads as they are now, before the store is handed out: the
@@ -63,6 +101,7 @@ impl PgWatcher {
             pool,
             changes,
             poll_interval,
+            own_commits,
         };
         let task = tokio::spawn(feed.listen(listener, heads, stopped));
         Ok(PgWatcher {
@@ -92,9 +131,12 @@ struct Feed {
     pool: PgPool,
     changes: Changes,
     poll_interval: Duration,
+    own_commits: Arc<OwnCommits>,
 }
 
 impl Feed {
+    /// Listens until `stopped`; `heads` are the ones the last notification
+    /// carried (or the check last read).
     async fn listen(
         self,
         listener: PgListener,
@@ -103,6 +145,8 @@ impl Feed {
     ) {
         let mut listener = Some(listener);
         let mut said_silent = false;
+        // The last check found heads that no notification had carried.
+        let mut suspect = false;
         let mut check = tokio::time::interval(self.poll_interval);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -114,31 +158,21 @@ impl Feed {
                 // Whatever was committed while no one listened: look again.
                 self.changes.notify();
             }
+            // In this order: notifications that are in already come before
+            // a check that would miss them.
             tokio::select! {
+                biased;
                 _ = &mut stopped => break,
-                _ = check.tick() => {
-                    let now = read_heads(&self.pool).await;
-                    if now.is_some() && now != heads {
-                        if !said_silent {
-                            tracing::warn!(
-                                "the database changed without a notification; \
-                                 the change-feed connection may be silent, reconnecting it"
-                            );
-                            said_silent = true;
-                        }
-                        listener = None;
-                        self.changes.notify();
-                    }
-                    heads = now;
-                }
                 received = receive(listener.as_mut()) => match received {
-                    Ok(true) => {
-                        // Wake first: the heads are only for the next check.
-                        self.changes.notify();
-                        heads = read_heads(&self.pool).await.or(heads);
+                    Ok(Some(notice)) => {
+                        if !self.own_commits.contains(&notice) {
+                            self.changes.notify();
+                        }
+                        heads = Some(notice);
+                        suspect = false;
                         said_silent = false;
                     }
-                    Ok(false) => {
+                    Ok(None) => {
                         tracing::debug!("the change-feed connection was lost; reconnecting");
                         self.changes.notify();
                     }
@@ -148,6 +182,26 @@ impl Feed {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
+                _ = check.tick() => match read_heads(&self.pool).await {
+                    Some(now) if heads.as_ref() != Some(&now) => {
+                        if suspect {
+                            if !said_silent {
+                                tracing::warn!(
+                                    "the database changed without a notification; \
+                                     the change-feed connection may be silent, reconnecting it"
+                                );
+                                said_silent = true;
+                            }
+                            listener = None;
+                            self.changes.notify();
+                            heads = Some(now);
+                        }
+                        suspect = !suspect;
+                    }
+                    Some(_) => suspect = false,
+                    // Nothing to compare with: the next check looks again.
+                    None => {}
+                },
             }
         }
         if let Some(mut listener) = listener {
@@ -156,12 +210,15 @@ impl Feed {
     }
 }
 
-/// The next notification (`true`), or the news that the connection was
-/// lost (`false`: the next receive reconnects, and what was sent meanwhile
-/// is gone); pending forever without a listener.
-async fn receive(listener: Option<&mut PgListener>) -> Result<bool, sqlx::Error> {
+/// The payload of the next notification, or `None`, the news that the
+/// connection was lost (the next receive reconnects, and what was sent
+/// meanwhile is gone); pending forever without a listener.
+async fn receive(listener: Option<&mut PgListener>) -> Result<Option<String>, sqlx::Error> {
     match listener {
-        Some(listener) => listener.try_recv().await.map(|received| received.is_some()),
+        Some(listener) => Ok(listener
+            .try_recv()
+            .await?
+            .map(|notification| notification.payload().to_owned())),
         None => std::future::pending().await,
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use bridge_core::{Error, Location, NewMessage, Store, StoreOptions};
+use bridge_core::{ChangeSubscription, Error, Location, NewMessage, Store, StoreOptions};
 use bridge_tests::TempDb;
 use bridge_tests::postgres::PgServer;
 use bridge_tests::tls::TestCa;
@@ -202,10 +202,7 @@ async fn a_commit_through_one_store_wakes_a_subscriber_of_another_on_the_same_da
         one.send(&pair.a, NewMessage::new(body))
             .await
             .expect("send");
-        tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
-            .await
-            .expect("woken by the other store's commit")
-            .expect("open");
+        woken(&mut changes, "woken by the other store's commit").await;
     }
     let bodies: Vec<String> = two
         .check(&pair.b, 10)
@@ -565,19 +562,13 @@ async fn a_change_feed_whose_connection_is_cut_wakes_its_waiters_and_listens_aga
     .expect("cut the listeners");
     assert_eq!(cut, 2, "one listener per store");
     // What was committed while no one listened is looked at again.
-    tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
-        .await
-        .expect("woken when the feed broke")
-        .expect("open");
+    woken(&mut changes, "woken when the feed broke").await;
     // And it listens again: the next commit wakes it.
     wait_for_listeners(&mut admin, "cut", 2).await;
     one.send(&pair.a, NewMessage::new("after the cut"))
         .await
         .expect("send");
-    tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
-        .await
-        .expect("woken by the next commit")
-        .expect("open");
+    woken(&mut changes, "woken by the next commit").await;
     assert_eq!(two.check(&pair.b, 10).await.expect("check").len(), 1);
     admin.close().await.expect("close");
     one.close().await;
@@ -600,11 +591,95 @@ async fn a_commit_without_a_notification_is_noticed_by_the_periodic_check() {
         .execute(&mut raw)
         .await
         .expect("commit without NOTIFY");
+    woken(&mut changes, "woken by the periodic check").await;
+    raw.close().await.expect("close");
+    one.close().await;
+    two.close().await;
+}
+
+/// Waits (up to 10 s) for `changes` to wake, `because` of what.
+async fn woken(changes: &mut ChangeSubscription, because: &str) {
     tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
         .await
-        .expect("woken by the periodic check")
-        .expect("open");
-    raw.close().await.expect("close");
+        .unwrap_or_else(|_| panic!("not {because} within 10 s"))
+        .expect("the store is open");
+}
+
+/// The backend processes listening on `database`, in order.
+async fn listeners(admin: &mut PgConnection, database: &str) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%' ORDER BY pid",
+    )
+    .bind(database)
+    .fetch_all(&mut *admin)
+    .await
+    .expect("list the listeners")
+}
+
+#[tokio::test]
+async fn a_stores_own_commit_wakes_its_subscribers_once_and_another_stores_still_does() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    // A poll far longer than the test: no periodic check wakes anyone.
+    let hour = std::time::Duration::from_secs(3600);
+    let (one, two, pair) = two_stores(&server, "own", keys.path(), hour).await;
+    // The second store's own commits, in the same conversation; first the
+    // notifications of the first store's commits so far are let in.
+    let mut mine = two.subscribe();
+    while tokio::time::timeout(std::time::Duration::from_millis(300), mine.changed())
+        .await
+        .is_ok()
+    {}
+    two.send(&pair.b, NewMessage::new("from two"))
+        .await
+        .expect("send through two");
+    woken(&mut mine, "woken by its own store's writer").await;
+    // The same commit's notification reaches two's listener within
+    // milliseconds; it must not wake anyone again. (A slower machine can
+    // only make this pass without proving it, never fail it.)
+    let again = tokio::time::timeout(std::time::Duration::from_millis(500), mine.changed()).await;
+    assert!(again.is_err(), "woken again by its own notification");
+    // Another store's commit still wakes it: the listener is alive.
+    one.send(&pair.a, NewMessage::new("from one"))
+        .await
+        .expect("send through one");
+    woken(&mut mine, "woken by the other store's commit").await;
+    let bodies: Vec<String> = two
+        .check(&pair.b, 10)
+        .await
+        .expect("check")
+        .into_iter()
+        .map(|message| message.body)
+        .collect();
+    assert_eq!(bodies, ["from one"]);
+    one.close().await;
+    two.close().await;
+}
+
+#[tokio::test]
+async fn a_busy_change_feed_is_not_taken_for_a_silent_one() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    // Checks many times while the other store commits: many checks find
+    // heads whose notification is still on its way.
+    let poll = std::time::Duration::from_millis(20);
+    let (one, two, pair) = two_stores(&server, "busy", keys.path(), poll).await;
+    let mut admin = server.connect("postgres").await;
+    wait_for_listeners(&mut admin, "busy", 2).await;
+    let before = listeners(&mut admin, "busy").await;
+    for n in 0..300 {
+        one.send(&pair.a, NewMessage::new(format!("message {n}")))
+            .await
+            .expect("send");
+    }
+    // A feed taken for silent is cut and listens again on a new backend.
+    assert_eq!(listeners(&mut admin, "busy").await, before);
+    assert_eq!(two.check(&pair.b, 500).await.expect("check").len(), 300);
+    admin.close().await.expect("close");
     one.close().await;
     two.close().await;
 }

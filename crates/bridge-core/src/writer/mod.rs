@@ -347,7 +347,7 @@ impl<E: Engine> WriterTask<E> {
                 for job in jobs {
                     let mut alone = vec![job];
                     let outcome = self.engine.commit(&self.shared, &mut alone).await;
-                    if matches!(outcome, Ok(true)) {
+                    if matches!(outcome, Ok(true) | Err(Failure::InDoubt(_))) {
                         self.shared.notify_commit();
                     }
                     let failure = match outcome {
@@ -361,7 +361,14 @@ impl<E: Engine> WriterTask<E> {
                     }
                 }
             }
-            Err(Failure::Read(error) | Failure::Write(error) | Failure::InDoubt(error)) => {
+            Err(Failure::InDoubt(error)) => {
+                // The batch may stand: whoever waits for it looks.
+                self.shared.notify_commit();
+                for job in jobs {
+                    job.finish(Some(&error));
+                }
+            }
+            Err(Failure::Read(error) | Failure::Write(error)) => {
                 for job in jobs {
                     job.finish(Some(&error));
                 }

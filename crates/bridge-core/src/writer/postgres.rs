@@ -34,6 +34,7 @@
 
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{Connection, Executor, Row};
@@ -42,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::kinds::TaskState;
 use crate::store::Shared;
 use crate::time::Timestamp;
+use crate::watch_pg::OwnCommits;
 
 use super::batch::{Heads, Params, State, run_jobs};
 use super::rows::{
@@ -54,14 +56,22 @@ pub(crate) struct PgEngine {
     /// `None` after a failure that may have broken the connection.
     connection: Option<PgConnection>,
     connect: PgConnectOptions,
+    /// The notifications of its batches, for this store's watcher.
+    own_commits: Arc<OwnCommits>,
 }
 
 impl PgEngine {
-    /// The engine on `connection`; `connect` reopens it if it breaks.
-    pub(crate) fn new(connection: PgConnection, connect: PgConnectOptions) -> PgEngine {
+    /// The engine on `connection`; `connect` reopens it if it breaks. It
+    /// records the notification of each batch in `own_commits`.
+    pub(crate) fn new(
+        connection: PgConnection,
+        connect: PgConnectOptions,
+        own_commits: Arc<OwnCommits>,
+    ) -> PgEngine {
         PgEngine {
             connection: Some(connection),
             connect,
+            own_commits,
         }
     }
 }
@@ -199,11 +209,13 @@ impl PgEngine {
             .bind(heads.last_task_id)
             .bind(heads.last_hash.as_deref())
             .bind(format!(
-                "message={},audit={},task={}",
-                heads.last_message_id, heads.last_audit_id, heads.last_task_id
+                "audit={},message={},task={}",
+                heads.last_audit_id, heads.last_message_id, heads.last_task_id
             ))
             .fetch_one(&mut *connection)
             .await?;
+        // Before `COMMIT`, so before the notification can reach a listener.
+        self.own_commits.record(done.try_get(1)?);
         done.try_get(0)
     }
 
@@ -289,15 +301,19 @@ const LOCK_SQL: &str = "SELECT name, last_id, hash FROM head ORDER BY name FOR U
 
 /// Writes the heads a batch leaves ($1 message, $2 audit, $3 task, $4 the
 /// audit chain's last hash) and notifies the stores listening (see
-/// `watch_pg`) with them ($5), delivered when the transaction commits.
+/// `watch_pg`) with them ($5) and the transaction's id, in the form the
+/// watcher's periodic check reads them back; delivered when the transaction
+/// commits. Returns the transaction's id and the notification's payload.
 const HEADS_SQL: &str = "
 WITH updated AS (
     UPDATE head
     SET last_id = CASE name WHEN 'message' THEN $1 WHEN 'audit' THEN $2 ELSE $3 END,
         hash = CASE name WHEN 'audit' THEN $4 ELSE hash END
     RETURNING 1)
-SELECT pg_current_xact_id()::text, pg_notify('mcp_bridge', $5)
-FROM (SELECT count(*) FROM updated) AS done";
+SELECT xid, notice, pg_notify('mcp_bridge', notice)
+FROM (SELECT pg_current_xact_id()::text AS xid,
+             $5 || '@' || pg_current_xact_id()::xid AS notice,
+             (SELECT count(*) FROM updated) AS done) AS batch";
 
 /// What became of a transaction, by its id: `committed`, `aborted`, `in
 /// progress`, or NULL for one too old to know.
