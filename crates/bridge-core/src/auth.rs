@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 type HmacSha256 = Hmac<Sha256>;
 
 /// Fills `buf` from the operating system's random source.
-fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut buf = [0u8; N];
     getrandom::fill(&mut buf).map_err(|error| Error::Io {
         action: "read random bytes from",

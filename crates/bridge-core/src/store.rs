@@ -35,8 +35,8 @@ use crate::location::{Location, PostgresUrl};
 use crate::lockfile::LockFile;
 use crate::time::Timestamp;
 use crate::watch::{self, ChangeSubscription, Changes, DatabaseWatcher};
-use crate::watch_pg::{OwnCommits, PgWatcher};
-use crate::writer::postgres::PgEngine;
+use crate::watch_pg::PgWatcher;
+use crate::writer::postgres::{PgEngine, writer_id};
 use crate::writer::sqlite::SqliteEngine;
 use crate::writer::{Lookups, Operation, Writer};
 
@@ -686,19 +686,19 @@ async fn open_postgres(options: StoreOptions, url: &PostgresUrl, key_path: &Path
         .await
         .map_err(sqlx_error)?;
     let shared = Arc::new(Shared::new(shown, None, options, key));
-    let own_commits = Arc::new(OwnCommits::default());
+    let writer_id = writer_id()?;
     let watcher = PgWatcher::start(
         connect.clone(),
         readers.clone(),
         shared.changes.clone(),
         shared.options.poll_interval,
-        Arc::clone(&own_commits),
+        Arc::clone(&writer_id),
     )
     .await
     .map_err(|error| Error::from_sqlx(error, &shared.path, shared.options.busy_timeout))?;
     let writer = Writer::start(
         Arc::clone(&shared),
-        PgEngine::new(connection, writer_connect, own_commits),
+        PgEngine::new(connection, writer_connect, writer_id),
     );
     tracing::debug!(database = %shared.path.display(), "store opened");
     Ok(Store {

@@ -2,12 +2,13 @@
 //!
 //! Every batch the writer commits sends `NOTIFY mcp_bridge` inside its
 //! transaction (delivered at commit, never for a batch rolled back), its
-//! payload the ids it leaves behind (audit, message, task) and its
-//! transaction's id, far below PostgreSQL's 8,000-byte limit. A listener
-//! per store wakes its subscribers at each notification from another store;
-//! they re-read past their own cursors, as on SQLite, so a notification
-//! carries no data anyone relies on. Its own store's batches it skips: their
-//! writer has woken the subscribers already (see [`OwnCommits`]).
+//! payload the ids it leaves behind (audit, message, task), its
+//! transaction's id and, after a space, the writer's id, far below
+//! PostgreSQL's 8,000-byte limit. A listener per store wakes its
+//! subscribers at each notification from another store's writer; they
+//! re-read past their own cursors, as on SQLite, so a notification carries
+//! no data anyone relies on. Its own writer's it skips: that writer has
+//! woken the subscribers already.
 //!
 //! A notification can be lost: PostgreSQL keeps none for a connection that
 //! is not there. So when the listener's connection breaks, it wakes every
@@ -25,8 +26,7 @@
 //! can subscribe, so no commit falls between a subscription and the first
 //! `LISTEN`.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool};
@@ -45,35 +45,6 @@ pub(crate) const CHANNEL: &str = "mcp_bridge";
 const HEADS_SQL: &str = "SELECT string_agg(name || '=' || last_id, ',' ORDER BY name) || '@' || min(xmin::text) \
      FROM head";
 
-/// How many of its own batches' notifications a store remembers: the
-/// listener is rarely more than one behind the writer.
-const OWN_COMMITS: usize = 16;
-
-/// The notifications of a store's latest batches, which its writer records
-/// before committing them. Its listener skips them: the writer wakes the
-/// store's subscribers itself once a batch commits. A notification carries
-/// its transaction's id, so no other store's can match; one forgotten
-/// already only wakes the subscribers twice.
-#[derive(Default)]
-pub(crate) struct OwnCommits(Mutex<VecDeque<String>>);
-
-impl OwnCommits {
-    /// Remembers the notification of a batch about to commit.
-    pub(crate) fn record(&self, notice: String) {
-        let mut notices = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
-        if notices.len() == OWN_COMMITS {
-            notices.pop_front();
-        }
-        notices.push_back(notice);
-    }
-
-    /// Whether `notice` is the notification of one of this store's batches.
-    fn contains(&self, notice: &str) -> bool {
-        let notices = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
-        notices.iter().any(|own| own == notice)
-    }
-}
-
 /// Listens for other stores' commits and checks the heads periodically.
 pub(crate) struct PgWatcher {
     task: JoinHandle<()>,
@@ -83,13 +54,14 @@ pub(crate) struct PgWatcher {
 impl PgWatcher {
     /// Listens through a connection of its own (made with `connect`), and
     /// checks the heads through `pool` every `poll_interval`; skips the
-    /// notifications in `own_commits`. Returns once it listens.
+    /// notifications of the store's own writer, `writer`. Returns once it
+    /// listens.
     pub(crate) async fn start(
         connect: PgConnectOptions,
         pool: PgPool,
         changes: Changes,
         poll_interval: Duration,
-        own_commits: Arc<OwnCommits>,
+        writer: Arc<str>,
     ) -> Result<PgWatcher, sqlx::Error> {
         let listener = connect_listener(&connect).await?;
         // The heads as they are now, before the store is handed out: the
@@ -101,7 +73,7 @@ impl PgWatcher {
             pool,
             changes,
             poll_interval,
-            own_commits,
+            writer,
         };
         let task = tokio::spawn(feed.listen(listener, heads, stopped));
         Ok(PgWatcher {
@@ -131,7 +103,8 @@ struct Feed {
     pool: PgPool,
     changes: Changes,
     poll_interval: Duration,
-    own_commits: Arc<OwnCommits>,
+    /// The id of the store's own writer.
+    writer: Arc<str>,
 }
 
 impl Feed {
@@ -165,10 +138,11 @@ impl Feed {
                 _ = &mut stopped => break,
                 received = receive(listener.as_mut()) => match received {
                     Ok(Some(notice)) => {
-                        if !self.own_commits.contains(&notice) {
+                        let (written, writer) = notice.split_once(' ').unwrap_or((&notice, ""));
+                        if writer != &*self.writer {
                             self.changes.notify();
                         }
-                        heads = Some(notice);
+                        heads = Some(written.to_owned());
                         suspect = false;
                         said_silent = false;
                     }

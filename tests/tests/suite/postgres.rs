@@ -75,7 +75,8 @@ async fn the_postgresql_schema_has_every_table_and_column_of_the_sqlite_one() {
         .expect("apply the PostgreSQL migrations");
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT table_name::text, column_name::text FROM information_schema.columns
-         WHERE table_schema = 'public' AND table_name NOT IN ('_sqlx_migrations', 'head')",
+         WHERE table_schema = 'public'
+           AND table_name NOT IN ('_sqlx_migrations', 'head', 'writer_batch')",
     )
     .fetch_all(&mut connection)
     .await
@@ -354,7 +355,7 @@ async fn a_database_of_another_program_or_a_newer_schema_is_refused_and_left_alo
     connection.close().await.expect("close");
     let error = open(&newer).await.expect_err("newer").to_string();
     assert!(
-        error.ends_with("has schema version 29990101000000, newer than this mcp-bridge knows (20261128000000); upgrade mcp-bridge"),
+        error.ends_with("has schema version 29990101000000, newer than this mcp-bridge knows (20261129000000); upgrade mcp-bridge"),
         "{error}"
     );
 }
@@ -680,6 +681,118 @@ async fn a_busy_change_feed_is_not_taken_for_a_silent_one() {
     assert_eq!(listeners(&mut admin, "busy").await, before);
     assert_eq!(two.check(&pair.b, 500).await.expect("check").len(), 300);
     admin.close().await.expect("close");
+    one.close().await;
+    two.close().await;
+}
+
+#[tokio::test]
+async fn a_connection_cut_while_the_commit_is_on_its_way_is_resolved_and_the_send_goes_through() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let url = server.create_database("cut_commit").await;
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    let mut options = StoreOptions::at(Location::parse(&url).expect("a PostgreSQL URL"));
+    options.key_file = Some(keys.path().join("server.key"));
+    let store = Store::open(options).await.expect("open");
+    let pair = bridge_tests::pair(&store).await;
+    // Another hub holds the heads: the writer's commit, once sent, waits.
+    let mut other = server.connect("cut_commit").await;
+    sqlx::query("BEGIN")
+        .execute(&mut other)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT name FROM head FOR UPDATE")
+        .execute(&mut other)
+        .await
+        .expect("hold the heads");
+    let sending = {
+        let (store, credentials) = (store.clone(), pair.a.clone());
+        tokio::spawn(async move { store.send(&credentials, NewMessage::new("cut")).await })
+    };
+    // Its connection is cut while the commit waits in the server: whether
+    // it went through is unknown to the writer until it asks.
+    let mut admin = server.connect("postgres").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let cut: i64 = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = 'cut_commit' AND query LIKE '%mcp_bridge_commit%'
+               AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .expect("cut the writer's connection");
+        if cut == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sqlx::query("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("let go of the heads");
+    let sent = sending
+        .await
+        .expect("the sender")
+        .expect("the send goes through");
+    let stored = store.peek(&pair.b, 10).await.expect("peek");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].id, sent.id);
+    let report = store.verify_audit().await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    other.close().await.expect("close");
+    admin.close().await.expect("close");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn two_stores_writing_at_once_keep_every_message_once_in_order_and_one_audit_chain() {
+    const EACH: usize = 60;
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    let hour = std::time::Duration::from_secs(3600);
+    let (one, two, _) = two_stores(&server, "both_write", keys.path(), hour).await;
+    // Three conversations on each store, all sending at once: the stores'
+    // batches come in between each other's read and commit, so both ways
+    // of committing run (without the lock, and with it after a conflict).
+    let mut pairs = Vec::new();
+    for store in [&one, &two, &one, &two, &one, &two] {
+        pairs.push((store.clone(), bridge_tests::pair(store).await));
+    }
+    let senders: Vec<_> = pairs
+        .iter()
+        .map(|(store, pair)| {
+            let (store, credentials) = (store.clone(), pair.a.clone());
+            tokio::spawn(async move {
+                for m in 0..EACH {
+                    store
+                        .send(&credentials, NewMessage::new(format!("m{m}")))
+                        .await
+                        .expect("send");
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.expect("a sender");
+    }
+    for (store, pair) in &pairs {
+        let messages = store.peek(&pair.b, 1000).await.expect("peek");
+        let bodies: Vec<String> = messages.iter().map(|m| m.body.clone()).collect();
+        let expected: Vec<String> = (0..EACH).map(|m| format!("m{m}")).collect();
+        assert_eq!(bodies, expected, "each message once, in the order sent");
+        assert!(messages.windows(2).all(|two| two[0].id < two[1].id));
+    }
+    let report = two.verify_audit().await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert!(report.rows >= (6 * EACH) as u64, "{report:?}");
     one.close().await;
     two.close().await;
 }

@@ -1,86 +1,140 @@
 //! The PostgreSQL engine of the writer.
 //!
-//! Every batch is one transaction of a few round trips:
+//! A batch is, as a rule, two round trips:
 //!
-//! 1. `BEGIN`, then lock the three `head` rows (`FOR UPDATE`, in name order,
-//!    so that hubs never deadlock on them) and read them: the last message,
-//!    audit and task ids and the audit chain's last hash. Every writer of the
-//!    database, whatever hub it runs in, passes here one at a time, so ids
-//!    follow commit order and the audit chain stays one chain.
-//! 2. The rows the batch names, read as one JSON document. This is a
-//!    statement of its own, after the lock: under `READ COMMITTED` each
-//!    statement reads what was committed when it began, so rows read in the
-//!    statement that waited for the lock could predate the batch that held
-//!    it.
-//! 3. The operations run in memory (the database-neutral [`Batch`]); then
-//!    one `INSERT`, `UPDATE` or `DELETE` per non-empty array of the write
-//!    set, each taking its JSON array as one `jsonb` parameter, the heads,
-//!    and `COMMIT`.
+//! 1. One call of `mcp_bridge_read` (migration `20261129000000`, as the
+//!    function below) reads, without a lock, the rows the batch names and
+//!    the `head` rows (the last message, audit and task ids, the audit
+//!    chain's last hash, and the transaction that last wrote them, `xmin`),
+//!    as one JSON document.
+//! 2. The operations run in memory (the database-neutral [`Batch`]); then
+//!    one call of `mcp_bridge_commit` takes the whole write set, one JSON array per kind of row. It locks the heads
+//!    (`FOR UPDATE`, in name order, so that hubs never deadlock on them),
+//!    checks that no batch committed since step 1 (the heads' `xmin` is
+//!    still the one read: every batch of every hub rewrites the heads, so
+//!    every row read is still as it was), writes, moves the heads, notifies
+//!    the listening stores, and commits as it returns.
+//!
+//! Every writer of the database, whatever hub it runs in, passes the lock
+//! one at a time, so ids follow commit order and the audit chain stays one
+//! chain; but the lock is now held only while the server runs the function,
+//! not across the round trips of the batch. A round trip costs about 80 µs
+//! on loopback, and seven of them made the time of a batch (see
+//! `docs/BENCHMARKS.md`).
+//!
+//! If another batch committed in between, the function raises
+//! `serialization_failure` and writes nothing. The engine then takes the
+//! lock first, for this batch and those of the next [`CONTENDED_FOR`]
+//! (another hub is busy: reading again without the lock would conflict as
+//! often): `BEGIN`, `mcp_bridge_read` locking the heads before it reads
+//! (its read is a statement of its own, after the lock: under `READ
+//! COMMITTED` each statement reads what was committed when it began), the
+//! function, `COMMIT`. That cannot conflict, and holds the lock across two
+//! round trips instead of none.
 //!
 //! A failure rolls the transaction back, so a batch is never half applied;
 //! the writer then retries its operations one by one. A connection that
 //! broke is dropped and opened again for the next batch.
 //!
-//! A connection that breaks during `COMMIT` leaves the batch in doubt: the
-//! server may have committed it before the answer was lost. Retrying it
-//! then could apply it twice, and reporting a failure would be a lie. So
-//! the engine learns the transaction's id before committing, and in doubt
-//! asks the server, on a new connection, what became of it
-//! (`pg_xact_status`): committed is success, aborted is a failure like any
-//! other (retried), and no answer within the busy timeout is reported to
-//! every caller as a commit in doubt, never retried.
+//! A connection that breaks once the commit is on its way (the function
+//! sent on its own, or `COMMIT`) leaves the batch in doubt: the server may
+//! have committed it before the answer was lost. Retrying it then could
+//! apply it twice, and reporting a failure would be a lie. So each writer
+//! draws a random id when it starts and numbers its batches, and the
+//! function records, in the same transaction, the number of the writer's
+//! last batch (`writer_batch`). In doubt, the engine waits, on a new
+//! connection, until the server process of the broken one is gone (it may
+//! still be running the batch), then reads that number: its own batch's
+//! means committed, an older one means nothing of it stands (retried). No
+//! answer within the busy timeout is reported to every caller as a commit
+//! in doubt, never retried.
 //!
 //! [`Batch`]: super::Batch
 
-use serde::Deserialize;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Connection, Executor, Row};
+use serde::Deserialize;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgSeverity};
+use sqlx::{Connection, Executor};
 
 use crate::error::{Error, Result};
 use crate::kinds::TaskState;
 use crate::store::Shared;
 use crate::time::Timestamp;
-use crate::watch_pg::OwnCommits;
 
-use super::batch::{Heads, Params, State, run_jobs};
+use super::batch::{Batch, Heads, State, run_jobs};
 use super::rows::{
     AccessRow, ApprovalRow, IdempotencyRow, IdempotencySlot, Key, SessionRow, TaskRow, YoloRow,
 };
 use super::{Engine, Failure, Job, LookupJson, Lookups};
 
+/// How long after a conflict with another hub's batch the writer's batches
+/// take the lock first.
+const CONTENDED_FOR: Duration = Duration::from_secs(1);
+
 /// The writer's engine on PostgreSQL.
 pub(crate) struct PgEngine {
     /// `None` after a failure that may have broken the connection.
     connection: Option<PgConnection>,
+    /// The server process of `connection`, once asked.
+    backend: Option<Backend>,
     connect: PgConnectOptions,
-    /// The notifications of its batches, for this store's watcher.
-    own_commits: Arc<OwnCommits>,
+    /// This writer's random id, in `writer_batch` and its notifications.
+    writer: Arc<str>,
+    /// The number of its latest batch sent to the server.
+    batches: i64,
+    /// Until when batches take the lock first, after a conflict.
+    contended_until: Option<tokio::time::Instant>,
+}
+
+/// A server process, as `pg_stat_activity` names it: its id, and when it
+/// started (ids are used again).
+#[derive(sqlx::FromRow)]
+struct Backend {
+    pid: i32,
+    started: String,
+}
+
+/// How the call of `mcp_bridge_commit` ended, when it did not succeed.
+enum Refusal {
+    /// Another batch committed since this one read: nothing written.
+    Conflict(sqlx::Error),
+    /// The server answered with an error: nothing written.
+    Failed(sqlx::Error),
+    /// No answer: the connection broke.
+    Broken(sqlx::Error),
 }
 
 impl PgEngine {
-    /// The engine on `connection`; `connect` reopens it if it breaks. It
-    /// records the notification of each batch in `own_commits`.
+    /// The engine on `connection`; `connect` reopens it if it breaks.
+    /// `writer` is its id ([`writer_id`]), which its notifications carry.
     pub(crate) fn new(
         connection: PgConnection,
         connect: PgConnectOptions,
-        own_commits: Arc<OwnCommits>,
+        writer: Arc<str>,
     ) -> PgEngine {
         PgEngine {
             connection: Some(connection),
+            backend: None,
             connect,
-            own_commits,
+            writer,
+            batches: 0,
+            contended_until: None,
         }
     }
+}
+
+/// A fresh random writer id: 32 hex digits.
+pub(crate) fn writer_id() -> Result<Arc<str>> {
+    Ok(hex::encode(crate::auth::random_bytes::<16>()?).into())
 }
 
 impl Engine for PgEngine {
     /// Commits the batch; while the server cannot be reached (restarting,
     /// say), tries again for up to the busy timeout, as SQLite waits for a
-    /// lock. Nothing of a batch that failed before `COMMIT` stands, so
-    /// trying it again cannot apply it twice.
+    /// lock. Nothing of a batch that failed before its commit was sent
+    /// stands, so trying it again cannot apply it twice.
     async fn commit(
         &mut self,
         shared: &Shared,
@@ -110,28 +164,78 @@ impl Engine for PgEngine {
 }
 
 impl PgEngine {
-    /// One attempt at committing the batch.
+    /// One attempt at committing the batch: without the lock first, unless
+    /// another hub's batch came in between lately; then with it.
     async fn attempt(
         &mut self,
         shared: &Shared,
         jobs: &mut [Box<dyn Job>],
     ) -> Result<bool, Failure> {
-        if self.connection.is_none() {
-            let connection = PgConnection::connect_with(&self.connect)
-                .await
-                .map_err(|error| Failure::Read(shared.sqlx_error(error)))?;
-            self.connection = Some(connection);
-        }
         let lookups = Lookups::of(jobs);
-        let state = match self.read_phase(shared, &lookups).await {
-            Ok(state) => state,
+        let json = lookups.json();
+        let now = tokio::time::Instant::now();
+        if self.contended_until.is_none_or(|until| now >= until) {
+            if let Some(wrote) = self.unlocked(shared, jobs, &lookups, &json).await? {
+                return Ok(wrote);
+            }
+            tracing::debug!(
+                "another hub's batch came in between; taking the lock first for a while"
+            );
+            self.contended_until = Some(now + CONTENDED_FOR);
+        }
+        self.locked(shared, jobs, &lookups, &json).await
+    }
+
+    /// Reads without a lock, then commits through the function; `None` if
+    /// another batch committed in between.
+    async fn unlocked(
+        &mut self,
+        shared: &Shared,
+        jobs: &mut [Box<dyn Job>],
+        lookups: &Lookups,
+        json: &LookupJson,
+    ) -> Result<Option<bool>, Failure> {
+        let read = match self.ready().await {
+            Ok(connection) => read(false, json).fetch_one(connection).await,
+            Err(error) => Err(error),
+        };
+        let document: String = match read {
+            Ok(document) => document,
+            Err(error) => {
+                self.forget_if_broken(&error);
+                return Err(Failure::Read(shared.sqlx_error(error)));
+            }
+        };
+        let (state, seen) = state_from_json(shared, lookups, &document).map_err(Failure::Read)?;
+        let (batch, wrote) = run_jobs(shared, state, jobs);
+        if !wrote {
+            return Ok(Some(false));
+        }
+        match self.call(&batch, &seen).await {
+            Ok(()) => Ok(Some(true)),
+            Err(Refusal::Conflict(_)) => Ok(None),
+            Err(Refusal::Failed(error)) => Err(Failure::Write(shared.sqlx_error(error))),
+            Err(Refusal::Broken(error)) => self.resolve_doubt(shared, error).await.map(Some),
+        }
+    }
+
+    /// `BEGIN`, the lock on the heads, the read, the function, `COMMIT`.
+    async fn locked(
+        &mut self,
+        shared: &Shared,
+        jobs: &mut [Box<dyn Job>],
+        lookups: &Lookups,
+        json: &LookupJson,
+    ) -> Result<bool, Failure> {
+        let document = match self.begin_locked(json).await {
+            Ok(document) => document,
             Err(error) => {
                 self.abandon(&error).await;
                 return Err(Failure::Read(shared.sqlx_error(error)));
             }
         };
-        let state = match state {
-            Ok(state) => state,
+        let (state, seen) = match state_from_json(shared, lookups, &document) {
+            Ok(read) => read,
             Err(error) => {
                 self.rollback().await;
                 return Err(Failure::Read(error));
@@ -142,68 +246,78 @@ impl PgEngine {
             self.rollback().await;
             return Ok(false);
         }
-        let heads = batch.heads();
-        let xid = match self.write_phase(&batch.params(), &heads).await {
-            Ok(xid) => xid,
-            Err(error) => {
-                self.abandon(&error).await;
+        match self.call(&batch, &seen).await {
+            Ok(()) => {}
+            Err(Refusal::Conflict(error) | Refusal::Failed(error)) => {
+                self.rollback().await;
                 return Err(Failure::Write(shared.sqlx_error(error)));
             }
-        };
-        let committed = match self.connection() {
-            Ok(connection) => connection.execute("COMMIT").await,
-            Err(error) => Err(error),
+            // No `COMMIT` was sent: the server rolls the batch back.
+            Err(Refusal::Broken(error)) => {
+                self.connection = None;
+                return Err(Failure::Write(shared.sqlx_error(error)));
+            }
+        }
+        let committed = match self.connection.as_mut() {
+            Some(connection) => connection.execute("COMMIT").await,
+            None => Err(sqlx::Error::PoolClosed),
         };
         match committed {
             Ok(_) => Ok(true),
-            // The server answered: nothing was committed.
-            Err(error @ sqlx::Error::Database(_)) => {
+            Err(error) if ends_connection(&error) => self.resolve_doubt(shared, error).await,
+            // The server answered with an error: nothing was committed.
+            Err(error) => {
                 self.rollback().await;
                 Err(Failure::Write(shared.sqlx_error(error)))
             }
-            Err(error) => {
-                self.connection = None;
-                self.resolve_doubt(shared, &xid, error).await
-            }
         }
     }
 
-    fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+    /// The connection, opened again if it broke, and its server process
+    /// known.
+    async fn ready(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self.connection.is_none() {
+            self.backend = None;
+            self.connection = Some(PgConnection::connect_with(&self.connect).await?);
+        }
+        let connection = self.connection.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+        if self.backend.is_none() {
+            let backend = sqlx::query_as(BACKEND_SQL)
+                .fetch_one(&mut *connection)
+                .await;
+            match backend {
+                Ok(backend) => self.backend = Some(backend),
+                Err(error) => {
+                    self.forget_if_broken(&error);
+                    return Err(error);
+                }
+            }
+        }
         self.connection.as_mut().ok_or(sqlx::Error::PoolClosed)
     }
 
-    /// `BEGIN`, the lock on the heads, the rows the batch names. The outer
-    /// error is the database's (the transaction may be open); the inner one
-    /// a row that does not decode (the transaction is open).
-    async fn read_phase(
-        &mut self,
-        shared: &Shared,
-        lookups: &Lookups,
-    ) -> Result<Result<State>, sqlx::Error> {
-        let json = lookups.json();
-        let connection = self.connection()?;
+    /// `BEGIN`, then the lock on the heads and the rows the batch names.
+    async fn begin_locked(&mut self, json: &LookupJson) -> Result<String, sqlx::Error> {
+        let connection = self.ready().await?;
         connection.execute("BEGIN").await?;
-        let heads: Vec<(String, i64, Option<String>)> =
-            sqlx::query_as(LOCK_SQL).fetch_all(&mut *connection).await?;
-        let document: String = bind_lookups(sqlx::query_scalar(LOOKUP_SQL), &json)
-            .fetch_one(&mut *connection)
-            .await?;
-        Ok(state_from_json(shared, lookups, &heads, &document))
+        read(true, json).fetch_one(&mut *connection).await
     }
 
-    /// The write set and the heads; returns the transaction's id, for a
-    /// commit in doubt.
-    async fn write_phase(&mut self, params: &Params, heads: &Heads) -> Result<String, sqlx::Error> {
-        let connection = self.connection()?;
-        for (sql, array) in writes(params) {
-            if array != "[]" {
-                sqlx::query(sql)
-                    .bind(array)
-                    .execute(&mut *connection)
-                    .await?;
-            }
-        }
-        let done = sqlx::query(HEADS_SQL)
+    /// Calls `mcp_bridge_commit` with the write set of `batch`, which read
+    /// the heads as transaction `seen` left them.
+    async fn call(&mut self, batch: &Batch<'_>, seen: &str) -> Result<(), Refusal> {
+        let params = batch.params();
+        let heads: Heads = batch.heads();
+        self.batches += 1;
+        let connection = self
+            .connection
+            .as_mut()
+            .ok_or(Refusal::Broken(sqlx::Error::PoolClosed))?;
+        let called = sqlx::query(COMMIT_SQL)
+            .bind(seen)
+            .bind(&*self.writer)
+            .bind(self.batches)
+            .bind(Timestamp::now().as_millis())
             .bind(heads.last_message_id)
             .bind(heads.last_audit_id)
             .bind(heads.last_task_id)
@@ -212,41 +326,57 @@ impl PgEngine {
                 "audit={},message={},task={}",
                 heads.last_audit_id, heads.last_message_id, heads.last_task_id
             ))
-            .fetch_one(&mut *connection)
-            .await?;
-        // Before `COMMIT`, so before the notification can reach a listener.
-        self.own_commits.record(done.try_get(1)?);
-        done.try_get(0)
+            .bind(&params.conversations)
+            .bind(&params.new_tasks)
+            .bind(&params.task_updates)
+            .bind(&params.new_assignments)
+            .bind(&params.ended_assignments)
+            .bind(&params.messages)
+            .bind(&params.idempotency)
+            .bind(&params.sessions)
+            .bind(&params.rekeys)
+            .bind(&params.yolo)
+            .bind(&params.yolo_deletions)
+            .bind(&params.new_approvals)
+            .bind(&params.used_approvals)
+            .bind(&params.approval_deletions)
+            .bind(&params.access)
+            .bind(&params.access_deletions)
+            .bind(&params.audits)
+            .bind(&params.deletions)
+            .execute(connection)
+            .await;
+        match called {
+            Ok(_) => Ok(()),
+            Err(error) if ends_connection(&error) => Err(Refusal::Broken(error)),
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("40001") => {
+                Err(Refusal::Conflict(sqlx::Error::Database(error)))
+            }
+            Err(error) => Err(Refusal::Failed(error)),
+        }
     }
 
-    /// After a `COMMIT` whose answer was lost (`lost`): asks the server, on
-    /// new connections, for up to the busy timeout, whether transaction
-    /// `xid` committed.
-    async fn resolve_doubt(
-        &mut self,
-        shared: &Shared,
-        xid: &str,
-        lost: sqlx::Error,
-    ) -> Result<bool, Failure> {
+    /// After a commit whose answer was lost (`lost`): waits, on new
+    /// connections, for up to the busy timeout, until the server process
+    /// of the broken connection is gone, then asks whether this writer's
+    /// last batch committed.
+    async fn resolve_doubt(&mut self, shared: &Shared, lost: sqlx::Error) -> Result<bool, Failure> {
+        let broken = self.backend.take();
+        self.connection = None;
         let deadline = tokio::time::Instant::now() + shared.options.busy_timeout;
         let mut wait = Duration::from_millis(50);
         loop {
-            match self.transaction_status(xid).await {
-                Ok(Some(status)) if status == "committed" => {
+            match self.outcome(broken.as_ref()).await {
+                Ok(Some(true)) => {
                     tracing::info!("the connection broke during a commit, which went through");
                     return Ok(true);
                 }
-                // Aborted, or too old to know (then it cannot have been
-                // this batch's, which just ran): nothing of it stands.
-                Ok(Some(status)) if status != "in progress" => {
-                    return Err(Failure::Write(shared.sqlx_error(lost)));
-                }
-                Ok(None) => return Err(Failure::Write(shared.sqlx_error(lost))),
-                Ok(Some(_)) | Err(_) if tokio::time::Instant::now() < deadline => {
+                Ok(Some(false)) => return Err(Failure::Write(shared.sqlx_error(lost))),
+                Ok(None) | Err(_) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(1));
                 }
-                Ok(Some(_)) | Err(_) => {
+                Ok(None) | Err(_) => {
                     return Err(Failure::InDoubt(Error::Database {
                         path: shared.path.clone(),
                         message: format!(
@@ -260,20 +390,26 @@ impl PgEngine {
         }
     }
 
-    /// What became of transaction `xid`, asked on a new connection (kept as
-    /// the engine's).
-    async fn transaction_status(&mut self, xid: &str) -> Result<Option<String>, sqlx::Error> {
-        if self.connection.is_none() {
-            self.connection = Some(PgConnection::connect_with(&self.connect).await?);
+    /// Whether this writer's last batch committed; `None` while the server
+    /// process that ran it (`broken`) is still there.
+    async fn outcome(&mut self, broken: Option<&Backend>) -> Result<Option<bool>, sqlx::Error> {
+        let (writer, batch) = (Arc::clone(&self.writer), self.batches);
+        let connection = self.ready().await?;
+        if let Some(broken) = broken {
+            let alive: i64 = sqlx::query_scalar(ALIVE_SQL)
+                .bind(broken.pid)
+                .bind(&broken.started)
+                .fetch_one(&mut *connection)
+                .await?;
+            if alive > 0 {
+                return Ok(None);
+            }
         }
-        let status = sqlx::query_scalar(STATUS_SQL)
-            .bind(xid)
-            .fetch_one(self.connection()?)
-            .await;
-        if status.is_err() {
-            self.connection = None;
-        }
-        status
+        let last: Option<i64> = sqlx::query_scalar(LAST_BATCH_SQL)
+            .bind(&*writer)
+            .fetch_optional(&mut *connection)
+            .await?;
+        Ok(Some(last == Some(batch)))
     }
 
     /// Ends the open transaction without writing.
@@ -285,89 +421,70 @@ impl PgEngine {
         }
     }
 
+    /// Drops the connection if `error` may have broken it.
+    fn forget_if_broken(&mut self, error: &sqlx::Error) {
+        if ends_connection(error) {
+            self.connection = None;
+        }
+    }
+
     /// Cleans up after a failed phase: rolls back if the database answered,
     /// drops the connection if it may be broken.
     async fn abandon(&mut self, error: &sqlx::Error) {
-        if matches!(error, sqlx::Error::Database(_)) {
-            self.rollback().await;
-        } else {
+        if ends_connection(error) {
             self.connection = None;
+        } else {
+            self.rollback().await;
         }
     }
 }
 
-/// Locks the heads, in name order, and reads them.
-const LOCK_SQL: &str = "SELECT name, last_id, hash FROM head ORDER BY name FOR UPDATE";
+/// Whether `error` ended the connection: no answer at all, or a `FATAL`
+/// one (the server process ending, say terminated by an administrator),
+/// which may come after the transaction committed. An `ERROR` aborts the
+/// transaction and leaves the connection usable.
+fn ends_connection(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => error
+            .try_downcast_ref::<PgDatabaseError>()
+            .is_some_and(|error| matches!(error.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
+        _ => true,
+    }
+}
 
-/// Writes the heads a batch leaves ($1 message, $2 audit, $3 task, $4 the
-/// audit chain's last hash) and notifies the stores listening (see
-/// `watch_pg`) with them ($5) and the transaction's id, in the form the
-/// watcher's periodic check reads them back; delivered when the transaction
-/// commits. Returns the transaction's id and the notification's payload.
-const HEADS_SQL: &str = "
-WITH updated AS (
-    UPDATE head
-    SET last_id = CASE name WHEN 'message' THEN $1 WHEN 'audit' THEN $2 ELSE $3 END,
-        hash = CASE name WHEN 'audit' THEN $4 ELSE hash END
-    RETURNING 1)
-SELECT xid, notice, pg_notify('mcp_bridge', notice)
-FROM (SELECT pg_current_xact_id()::text AS xid,
-             $5 || '@' || pg_current_xact_id()::xid AS notice,
-             (SELECT count(*) FROM updated) AS done) AS batch";
+/// The connection's server process.
+const BACKEND_SQL: &str = "SELECT pid, backend_start::text AS started FROM pg_stat_activity \
+                           WHERE pid = pg_backend_pid()";
 
-/// What became of a transaction, by its id: `committed`, `aborted`, `in
-/// progress`, or NULL for one too old to know.
-const STATUS_SQL: &str = "SELECT pg_xact_status($1::xid8)";
+/// Whether a server process ($1 its id, $2 its start) is still there.
+const ALIVE_SQL: &str =
+    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2";
 
-/// The rows a batch names, as one JSON document of arrays (sessions, tasks,
-/// yolo, approvals, access, idempotency), from the lookups' JSON arrays in
-/// their bind order. Digests travel as lower-case hex, as in the write set
-/// and as the operations compare them.
-const LOOKUP_SQL: &str = "
-SELECT json_build_object(
-  'sessions', (SELECT coalesce(json_agg(json_build_object(
-                  'conversation_id', c.id, 'session', s.session, 'expires_at', c.expires_at,
-                  'team', c.team,
-                  'digest', encode(CASE s.session WHEN 'a' THEN c.token_digest_a
-                                                   ELSE c.token_digest_b END, 'hex'),
-                  'status', s.status, 'status_at', s.status_at,
-                  'last_heartbeat', s.last_heartbeat, 'last_seen', s.last_seen,
-                  'delivered_id', s.delivered_id, 'acked_id', s.acked_id)), '[]')
-               FROM jsonb_array_elements($1::jsonb) AS k
-               JOIN conversation AS c ON c.id = k ->> 0
-               JOIN session AS s ON s.conversation_id = c.id AND s.session = k ->> 1),
-  'tasks', (SELECT coalesce(json_agg(t), '[]') FROM task AS t
-            WHERE t.id IN (SELECT value::bigint FROM jsonb_array_elements_text($2::jsonb))),
-  'yolo', (SELECT coalesce(json_agg(y), '[]') FROM yolo AS y
-           WHERE y.conversation_id IN (SELECT value FROM jsonb_array_elements_text($3::jsonb))),
-  'approvals', (SELECT coalesce(json_agg(json_build_object(
-                   'digest', encode(a.digest, 'hex'), 'preview', a.preview,
-                   'conversation_id', a.conversation_id, 'created_at', a.created_at,
-                   'expires_at', a.expires_at, 'used_at', a.used_at)), '[]')
-                FROM approval AS a
-                WHERE a.digest IN (SELECT decode(value, 'hex')
-                                   FROM jsonb_array_elements_text($4::jsonb))),
-  'access', (SELECT coalesce(json_agg(json_build_object(
-                'name', x.name, 'digest', encode(x.digest, 'hex'), 'created_at', x.created_at,
-                'expires_at', x.expires_at, 'last_used_at', x.last_used_at)), '[]')
-             FROM access_key AS x
-             WHERE x.name IN (SELECT value FROM jsonb_array_elements_text($5::jsonb))),
-  'idempotency', (SELECT coalesce(json_agg(json_build_object(
-                     'conversation_id', i.conversation_id, 'session', i.session,
-                     'key', encode(i.key_digest, 'hex'), 'tool', i.tool,
-                     'request', encode(i.request_digest, 'hex'), 'result_id', i.result_id,
-                     'created_at', i.created_at)), '[]')
-                  FROM jsonb_array_elements($6::jsonb) AS k
-                  JOIN idempotency AS i ON i.conversation_id = k ->> 0 AND i.session = k ->> 1
-                                       AND i.key_digest = decode(k ->> 2, 'hex'))
-)::text";
+/// The number of the last batch writer $1 committed.
+const LAST_BATCH_SQL: &str = "SELECT token FROM writer_batch WHERE writer = $1";
 
-/// Binds the lookups' arrays, in [`LOOKUP_SQL`]'s order.
-fn bind_lookups<'q, O>(
-    query: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    lookups: &'q LookupJson,
-) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-    query
+/// The commit: what the heads' transaction was when the batch read them,
+/// the writer and its batch's number, the time, the heads the batch leaves
+/// and their notification text, then the arrays of the write set (see the
+/// migration for what each holds).
+const COMMIT_SQL: &str = "SELECT mcp_bridge_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, \
+     $11::jsonb, $12::jsonb, $13::jsonb, $14::jsonb, $15::jsonb, $16::jsonb, $17::jsonb, \
+     $18::jsonb, $19::jsonb, $20::jsonb, $21::jsonb, $22::jsonb, $23::jsonb, $24::jsonb, \
+     $25::jsonb, $26::jsonb, $27::jsonb)";
+
+/// The heads and the rows a batch names, as one JSON document (see the
+/// migration's `mcp_bridge_read`): whether to lock the heads first, then
+/// the lookups' JSON arrays in their bind order.
+const READ_SQL: &str = "SELECT mcp_bridge_read($1, $2::jsonb, $3::jsonb, $4::jsonb, $5::jsonb, \
+                        $6::jsonb, $7::jsonb)";
+
+/// The read, locking the heads first if `lock`.
+fn read(
+    lock: bool,
+    lookups: &LookupJson,
+) -> sqlx::query::QueryScalar<'_, sqlx::Postgres, String, sqlx::postgres::PgArguments> {
+    sqlx::query_scalar(READ_SQL)
+        .bind(lock)
         .bind(lookups.sessions.as_str())
         .bind(lookups.tasks.as_str())
         .bind(lookups.yolo.as_str())
@@ -376,167 +493,24 @@ fn bind_lookups<'q, O>(
         .bind(lookups.idempotency.as_str())
 }
 
-/// Each write, with the array of the write set it takes, in the order the
-/// SQLite script runs them (the conversations' deletion last).
-fn writes(params: &Params) -> [(&'static str, &str); 19] {
-    [
-        (
-            "INSERT INTO conversation (id, role_a, role_b, team, created_at, expires_at,
-                                       token_digest_a, token_digest_b)
-             SELECT v ->> 'id', v ->> 'role_a', v ->> 'role_b', v ->> 'team',
-                    (v ->> 'created_at')::bigint, (v ->> 'expires_at')::bigint,
-                    decode(v ->> 'digest_a', 'hex'), decode(v ->> 'digest_b', 'hex')
-             FROM jsonb_array_elements($1::jsonb) AS v",
-            &params.conversations,
-        ),
-        (
-            "INSERT INTO session (conversation_id, session)
-             SELECT v ->> 'id', s.name
-             FROM jsonb_array_elements($1::jsonb) AS v, (VALUES ('a'), ('b')) AS s (name)",
-            &params.conversations,
-        ),
-        (
-            "INSERT INTO task (id, team, conversation_id, title, body, state, attempts, unassigned,
-                               note, redacted, created_at, updated_at)
-             SELECT (v ->> 'id')::bigint, v ->> 'team', v ->> 'conversation_id', v ->> 'title',
-                    v ->> 'body', v ->> 'state', (v ->> 'attempts')::bigint,
-                    (v ->> 'unassigned')::boolean, v ->> 'note', (v ->> 'redacted')::boolean,
-                    (v ->> 'created_at')::bigint, (v ->> 'updated_at')::bigint
-             FROM jsonb_array_elements($1::jsonb) AS v",
-            &params.new_tasks,
-        ),
-        (
-            "UPDATE task
-             SET conversation_id = u ->> 'conversation_id', state = u ->> 'state',
-                 attempts = (u ->> 'attempts')::bigint, unassigned = (u ->> 'unassigned')::boolean,
-                 note = u ->> 'note', updated_at = (u ->> 'updated_at')::bigint
-             FROM jsonb_array_elements($1::jsonb) AS u
-             WHERE task.id = (u ->> 'id')::bigint",
-            &params.task_updates,
-        ),
-        (
-            "INSERT INTO task_assignment (task_id, attempt, conversation_id, assigned_at)
-             SELECT (v ->> 0)::bigint, (v ->> 1)::bigint, v ->> 2, (v ->> 3)::bigint
-             FROM jsonb_array_elements($1::jsonb) AS v",
-            &params.new_assignments,
-        ),
-        (
-            "UPDATE task_assignment SET ended_at = (u ->> 2)::bigint, ended_by = u ->> 3
-             FROM jsonb_array_elements($1::jsonb) AS u
-             WHERE task_assignment.task_id = (u ->> 0)::bigint
-               AND task_assignment.attempt = (u ->> 1)::bigint",
-            &params.ended_assignments,
-        ),
-        (
-            "INSERT INTO message (id, conversation_id, sender, recipient, body, action_type,
-                                  files_involved, metadata, redacted, created_at)
-             SELECT (v ->> 0)::bigint, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5, v ->> 6,
-                    v ->> 7, (v ->> 8)::boolean, (v ->> 9)::bigint
-             FROM jsonb_array_elements($1::jsonb) AS v",
-            &params.messages,
-        ),
-        (
-            "INSERT INTO idempotency (conversation_id, session, key_digest, tool, request_digest,
-                                      result_id, created_at)
-             SELECT v ->> 0, v ->> 1, decode(v ->> 2, 'hex'), v ->> 3, decode(v ->> 4, 'hex'),
-                    (v ->> 5)::bigint, (v ->> 6)::bigint
-             FROM jsonb_array_elements($1::jsonb) AS v",
-            &params.idempotency,
-        ),
-        (
-            "UPDATE session
-             SET status = u ->> 'status', status_at = (u ->> 'status_at')::bigint,
-                 last_heartbeat = (u ->> 'last_heartbeat')::bigint,
-                 last_seen = (u ->> 'last_seen')::bigint,
-                 delivered_id = (u ->> 'delivered_id')::bigint,
-                 acked_id = (u ->> 'acked_id')::bigint
-             FROM jsonb_array_elements($1::jsonb) AS u
-             WHERE session.conversation_id = u ->> 'conversation_id'
-               AND session.session = u ->> 'session'",
-            &params.sessions,
-        ),
-        (
-            "UPDATE conversation
-             SET token_digest_a = coalesce(decode(u ->> 'a', 'hex'), token_digest_a),
-                 token_digest_b = coalesce(decode(u ->> 'b', 'hex'), token_digest_b)
-             FROM jsonb_array_elements($1::jsonb) AS u
-             WHERE conversation.id = u ->> 'id'",
-            &params.rekeys,
-        ),
-        (
-            "INSERT INTO yolo (conversation_id, enabled_at, mode, workspace, timeout_ms,
-                               configured_at, configured_by)
-             SELECT v ->> 'conversation_id', (v ->> 'enabled_at')::bigint, v ->> 'mode',
-                    v ->> 'workspace', (v ->> 'timeout_ms')::bigint,
-                    (v ->> 'configured_at')::bigint, v ->> 'configured_by'
-             FROM jsonb_array_elements($1::jsonb) AS v
-             ON CONFLICT (conversation_id) DO UPDATE
-                 SET enabled_at = excluded.enabled_at, mode = excluded.mode,
-                     workspace = excluded.workspace, timeout_ms = excluded.timeout_ms,
-                     configured_at = excluded.configured_at,
-                     configured_by = excluded.configured_by",
-            &params.yolo,
-        ),
-        (
-            "DELETE FROM yolo
-             WHERE conversation_id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))",
-            &params.yolo_deletions,
-        ),
-        (
-            "INSERT INTO approval (digest, preview, conversation_id, created_at, expires_at)
-             SELECT decode(v ->> 'digest', 'hex'), v ->> 'preview', v ->> 'conversation_id',
-                    (v ->> 'created_at')::bigint, (v ->> 'expires_at')::bigint
-             FROM jsonb_array_elements($1::jsonb) AS v",
-            &params.new_approvals,
-        ),
-        (
-            "UPDATE approval SET used_at = (u ->> 1)::bigint
-             FROM jsonb_array_elements($1::jsonb) AS u
-             WHERE approval.digest = decode(u ->> 0, 'hex')",
-            &params.used_approvals,
-        ),
-        (
-            "DELETE FROM approval
-             WHERE id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb))",
-            &params.approval_deletions,
-        ),
-        (
-            "INSERT INTO access_key (name, digest, created_at, expires_at, last_used_at)
-             SELECT v ->> 'name', decode(v ->> 'digest', 'hex'), (v ->> 'created_at')::bigint,
-                    (v ->> 'expires_at')::bigint, (v ->> 'last_used_at')::bigint
-             FROM jsonb_array_elements($1::jsonb) AS v
-             ON CONFLICT (name) DO UPDATE SET last_used_at = excluded.last_used_at",
-            &params.access,
-        ),
-        (
-            "DELETE FROM access_key
-             WHERE name IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))",
-            &params.access_deletions,
-        ),
-        (
-            "INSERT INTO audit (id, at, conversation_id, session, action, detail, prev_hash, hash)
-             SELECT (v ->> 0)::bigint, (v ->> 1)::bigint, v ->> 2, v ->> 3, v ->> 4, v ->> 5,
-                    v ->> 6, v ->> 7
-             FROM jsonb_array_elements($1::jsonb) AS v",
-            &params.audits,
-        ),
-        (
-            "DELETE FROM conversation
-             WHERE id IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))",
-            &params.deletions,
-        ),
-    ]
-}
-
-/// The document [`LOOKUP_SQL`] returns.
+/// The document [`READ_SQL`] returns.
 #[derive(Deserialize)]
 struct Found {
+    heads: Vec<FoundHead>,
     sessions: Vec<FoundSession>,
     tasks: Vec<FoundTask>,
     yolo: Vec<FoundYolo>,
     approvals: Vec<FoundApproval>,
     access: Vec<FoundAccess>,
     idempotency: Vec<FoundIdempotency>,
+}
+
+#[derive(Deserialize)]
+struct FoundHead {
+    name: String,
+    last_id: i64,
+    hash: Option<String>,
+    written_by: String,
 }
 
 #[derive(Deserialize)]
@@ -611,35 +585,39 @@ struct FoundIdempotency {
     created_at: i64,
 }
 
-/// The state from the locked heads and the lookup document.
-fn state_from_json(
-    shared: &Shared,
-    lookups: &Lookups,
-    heads: &[(String, i64, Option<String>)],
-    document: &str,
-) -> Result<State> {
+/// The state from the lookup document, and the transaction that last
+/// wrote the heads (what `mcp_bridge_commit` checks).
+fn state_from_json(shared: &Shared, lookups: &Lookups, document: &str) -> Result<(State, String)> {
     let corrupt = |message: String| Error::Database {
         path: shared.path.clone(),
         message,
     };
+    let found: Found = serde_json::from_str(document)
+        .map_err(|error| corrupt(format!("the rows a batch read do not decode: {error}")))?;
     let head = |name: &str| {
-        heads
+        found
+            .heads
             .iter()
-            .find(|(head, _, _)| head == name)
+            .find(|head| head.name == name)
             .ok_or_else(|| corrupt(format!("the head row {name:?} is missing")))
     };
     let audit = head("audit")?;
+    let message = head("message")?;
+    let task = head("task")?;
+    let seen = [audit, message, task]
+        .into_iter()
+        .map(|head| head.written_by.clone())
+        .min()
+        .unwrap_or_default();
     let mut state = State::new(
         Heads {
-            last_message_id: head("message")?.1,
-            last_audit_id: audit.1,
-            last_task_id: head("task")?.1,
-            last_hash: audit.2.clone(),
+            last_message_id: message.last_id,
+            last_audit_id: audit.last_id,
+            last_task_id: task.last_id,
+            last_hash: audit.hash.clone(),
         },
         lookups,
     );
-    let found: Found = serde_json::from_str(document)
-        .map_err(|error| corrupt(format!("the rows a batch read do not decode: {error}")))?;
     let hex32 = |text: &str| -> Result<[u8; 32]> {
         let mut bytes = [0_u8; 32];
         hex::decode_to_slice(text, &mut bytes)
@@ -731,5 +709,5 @@ fn state_from_json(
         );
         state.idempotency.insert(key, Some(found));
     }
-    Ok(state)
+    Ok((state, seen))
 }
