@@ -102,7 +102,8 @@ enum Refusal {
     Conflict(sqlx::Error),
     /// The server answered with an error: nothing written.
     Failed(sqlx::Error),
-    /// No answer: the connection broke.
+    /// No answer, or one that ended the connection ([`ends_connection`]):
+    /// sent on its own, the batch may have committed.
     Broken(sqlx::Error),
 }
 
