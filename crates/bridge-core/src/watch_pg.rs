@@ -42,8 +42,8 @@ pub(crate) const CHANNEL: &str = "mcp_bridge";
 /// what the periodic check compares. Every batch rewrites them, so the
 /// transaction id that last did (`xmin`, the same on every row) changes at
 /// every commit, whatever the commit changed.
-const HEADS_SQL: &str = "SELECT string_agg(name || '=' || last_id, ',' ORDER BY name) || '@' || min(xmin::text) \
-     FROM head";
+const HEADS_SQL: &str = "SELECT string_agg(name || '=' || last_id, ',' ORDER BY name) \
+                         || '@' || min(xmin::text) FROM head";
 
 /// Listens for other stores' commits and checks the heads periodically.
 pub(crate) struct PgWatcher {

@@ -197,7 +197,7 @@ impl PgEngine {
         json: &LookupJson,
     ) -> Result<Option<bool>, Failure> {
         let read = match self.ready().await {
-            Ok(connection) => read(false, json).fetch_one(connection).await,
+            Ok(connection) => read_call(false, json).fetch_one(connection).await,
             Err(error) => Err(error),
         };
         let document: String = match read {
@@ -301,7 +301,7 @@ impl PgEngine {
     async fn begin_locked(&mut self, json: &LookupJson) -> Result<String, sqlx::Error> {
         let connection = self.ready().await?;
         connection.execute("BEGIN").await?;
-        read(true, json).fetch_one(&mut *connection).await
+        read_call(true, json).fetch_one(&mut *connection).await
     }
 
     /// Calls `mcp_bridge_commit` with the write set of `batch`, which read
@@ -479,8 +479,8 @@ const COMMIT_SQL: &str = "SELECT mcp_bridge_commit($1, $2, $3, $4, $5, $6, $7, $
 const READ_SQL: &str = "SELECT mcp_bridge_read($1, $2::jsonb, $3::jsonb, $4::jsonb, $5::jsonb, \
                         $6::jsonb, $7::jsonb)";
 
-/// The read, locking the heads first if `lock`.
-fn read(
+/// The call of `mcp_bridge_read`, locking the heads first if `lock`.
+fn read_call(
     lock: bool,
     lookups: &LookupJson,
 ) -> sqlx::query::QueryScalar<'_, sqlx::Postgres, String, sqlx::postgres::PgArguments> {
