@@ -796,3 +796,39 @@ async fn two_stores_writing_at_once_keep_every_message_once_in_order_and_one_aud
     one.close().await;
     two.close().await;
 }
+
+#[tokio::test]
+async fn a_key_another_store_used_is_replayed_by_a_writer_that_remembers_its_state() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("a directory for the key");
+    let hour = std::time::Duration::from_secs(3600);
+    let (one, two, pair) = two_stores(&server, "remembered_key", keys.path(), hour).await;
+    let mut keyed = NewMessage::new("deploy");
+    keyed.idempotency_key = Some("k-1".parse().expect("a key"));
+    let first = two
+        .send(&pair.a, keyed.clone())
+        .await
+        .expect("send through two");
+    // Store one reads once, after that, and remembers what its batch left:
+    // a state in which the key is unknown.
+    one.send(&pair.a, NewMessage::new("unkeyed"))
+        .await
+        .expect("send through one");
+    // Its next batch starts from that state; the key's row refuses it, and
+    // the batch reads again and replays.
+    let again = one.send(&pair.a, keyed).await.expect("the same send again");
+    assert!(again.replayed);
+    assert_eq!(again.id, first.id);
+    let bodies: Vec<String> = one
+        .peek(&pair.b, 10)
+        .await
+        .expect("peek")
+        .into_iter()
+        .map(|message| message.body)
+        .collect();
+    assert_eq!(bodies, ["deploy", "unkeyed"]);
+    one.close().await;
+    two.close().await;
+}

@@ -12,7 +12,10 @@
 -- `serialization_failure` and writes nothing; the writer reads again, and
 -- after a few such conflicts takes the lock first (BEGIN, lock, read, this
 -- function, COMMIT), which cannot conflict. Called on its own the function
--- is its own transaction: it commits when it returns.
+-- is its own transaction: it commits when it returns. It returns its
+-- transaction's id as the heads' `xmin` will show it: a writer that keeps
+-- the state its batch left passes it as `p_seen` with its next batch,
+-- without reading first.
 --
 -- `writer_batch` holds, per writer (a random id each writer draws when it
 -- starts), the number of its last committed batch: a writer whose
@@ -203,7 +206,7 @@ BEGIN
         DELETE FROM writer_batch WHERE writer_batch.at < p_at - 86400000;
         INSERT INTO writer_batch (writer, token, at) VALUES (p_writer, p_token, p_at);
     END IF;
-    transaction_id := pg_current_xact_id()::text;
+    transaction_id := pg_current_xact_id()::xid::text;
     payload := p_heads || '@' || pg_current_xact_id()::xid || ' ' || p_writer;
     PERFORM pg_notify('mcp_bridge', payload);
     RETURN NEXT;

@@ -20,6 +20,12 @@ use super::{Job, Lookups, Spent, to_json};
 /// this many (see [`State::idempotency`]).
 const REMEMBERED_KEYS: usize = 4096;
 
+/// An engine forgets the state it remembers beyond this many sessions.
+const REMEMBERED_SESSIONS: usize = 4096;
+
+/// Likewise for tasks, which carry their bodies (up to 50 000 characters).
+const REMEMBERED_TASKS: usize = 1024;
+
 /// The heads of the sequences and of the audit chain, as a state query
 /// reads them.
 pub(super) struct Heads {
@@ -90,6 +96,13 @@ impl State {
                 .map(|key| (key.clone(), None))
                 .collect(),
         }
+    }
+
+    /// Whether an engine may keep this state for its next batch: an engine
+    /// forgets one with more than [`REMEMBERED_SESSIONS`] sessions or
+    /// [`REMEMBERED_TASKS`] tasks (the next batch then reads its rows).
+    pub(super) fn small_enough_to_remember(&self) -> bool {
+        self.sessions.len() <= REMEMBERED_SESSIONS && self.tasks.len() <= REMEMBERED_TASKS
     }
 
     /// Whether this state holds every row `lookups` asks for.

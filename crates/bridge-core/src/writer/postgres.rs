@@ -1,6 +1,6 @@
 //! The PostgreSQL engine of the writer.
 //!
-//! A batch is, as a rule, two round trips:
+//! A batch is at most two round trips, as a rule:
 //!
 //! 1. One call of `mcp_bridge_read` (migration `20261129000000`, as the
 //!    function below) reads, without a lock, the rows the batch names and
@@ -8,12 +8,22 @@
 //!    chain's last hash, and the transaction that last wrote them, `xmin`),
 //!    as one JSON document.
 //! 2. The operations run in memory (the database-neutral [`Batch`]); then
-//!    one call of `mcp_bridge_commit` takes the whole write set, one JSON array per kind of row. It locks the heads
-//!    (`FOR UPDATE`, in name order, so that hubs never deadlock on them),
-//!    checks that no batch committed since step 1 (the heads' `xmin` is
-//!    still the one read: every batch of every hub rewrites the heads, so
-//!    every row read is still as it was), writes, moves the heads, notifies
-//!    the listening stores, and commits as it returns.
+//!    one call of `mcp_bridge_commit` takes the whole write set, one JSON
+//!    array per kind of row. It locks the heads (`FOR UPDATE`, in name
+//!    order, so that hubs never deadlock on them), checks that no batch
+//!    committed since step 1 (the heads' `xmin` is still the one read:
+//!    every batch of every hub rewrites the heads, so every row read is
+//!    still as it was), writes, moves the heads, notifies the listening
+//!    stores, and commits as it returns.
+//!
+//! Usually there is only the second: like the SQLite engine, this one
+//! remembers the [`State`] its last batch left (heads, sessions and tasks it
+//! has seen) and the transaction that committed it. If that covers the next
+//! batch, the operations run against it and the call checks that the heads
+//! were last written by that transaction: no other batch came in between,
+//! so the state is current. If one did, or the batch used an idempotency
+//! key the state does not know (a unique violation), nothing is written and
+//! the batch reads.
 //!
 //! Every writer of the database, whatever hub it runs in, passes the lock
 //! one at a time, so ids follow commit order and the audit chain stays one
@@ -86,6 +96,9 @@ pub(crate) struct PgEngine {
     batches: i64,
     /// Until when batches take the lock first, after a conflict.
     contended_until: Option<tokio::time::Instant>,
+    /// The state the last batch left, and its transaction (as the heads'
+    /// `xmin` shows it): the next batch may start from it.
+    remembered: Option<(State, String)>,
 }
 
 /// A server process, as `pg_stat_activity` names it: its id, and when it
@@ -122,6 +135,7 @@ impl PgEngine {
             writer,
             batches: 0,
             contended_until: None,
+            remembered: None,
         }
     }
 }
@@ -173,6 +187,9 @@ impl PgEngine {
         jobs: &mut [Box<dyn Job>],
     ) -> Result<bool, Failure> {
         let lookups = Lookups::of(jobs);
+        if let Some(wrote) = self.remembered_way(shared, jobs, &lookups).await? {
+            return Ok(wrote);
+        }
         let json = lookups.json();
         let now = tokio::time::Instant::now();
         if self.contended_until.is_none_or(|until| now >= until) {
@@ -185,6 +202,47 @@ impl PgEngine {
             self.contended_until = Some(now + CONTENDED_FOR);
         }
         self.locked(shared, jobs, &lookups, &json).await
+    }
+
+    /// Commits the batch in one round trip, against the state the last
+    /// batch left, if that covers it; `None` if it does not, or if it may be
+    /// stale (another batch committed since), or if an idempotency key the
+    /// state does not know was used before: the batch then reads.
+    async fn remembered_way(
+        &mut self,
+        shared: &Shared,
+        jobs: &mut [Box<dyn Job>],
+        lookups: &Lookups,
+    ) -> Result<Option<bool>, Failure> {
+        let Some((state, seen)) = self
+            .remembered
+            .take()
+            .filter(|(state, _)| state.covers(lookups))
+        else {
+            return Ok(None);
+        };
+        let (batch, wrote) = run_jobs(shared, state, jobs);
+        if !wrote {
+            self.remember(batch.into_state(), seen);
+            return Ok(Some(false));
+        }
+        match self.call(&batch, &seen).await {
+            Ok(committed) => {
+                self.remember(batch.into_state(), committed);
+                Ok(Some(true))
+            }
+            Err(Refusal::Conflict(_)) => Ok(None),
+            Err(Refusal::Failed(error)) if is_unique_violation(&error) => Ok(None),
+            Err(Refusal::Failed(error)) => Err(Failure::Write(shared.sqlx_error(error))),
+            Err(Refusal::Broken(error)) => self.resolve_doubt(shared, error).await.map(Some),
+        }
+    }
+
+    /// Keeps `state`, left by transaction `committed`, for the next batch.
+    fn remember(&mut self, state: State, committed: String) {
+        if state.small_enough_to_remember() {
+            self.remembered = Some((state, committed));
+        }
     }
 
     /// Reads without a lock, then commits through the function; `None` if
@@ -210,10 +268,14 @@ impl PgEngine {
         let (state, seen) = state_from_json(shared, lookups, &document).map_err(Failure::Read)?;
         let (batch, wrote) = run_jobs(shared, state, jobs);
         if !wrote {
+            self.remember(batch.into_state(), seen);
             return Ok(Some(false));
         }
         match self.call(&batch, &seen).await {
-            Ok(()) => Ok(Some(true)),
+            Ok(committed) => {
+                self.remember(batch.into_state(), committed);
+                Ok(Some(true))
+            }
             Err(Refusal::Conflict(_)) => Ok(None),
             Err(Refusal::Failed(error)) => Err(Failure::Write(shared.sqlx_error(error))),
             Err(Refusal::Broken(error)) => self.resolve_doubt(shared, error).await.map(Some),
@@ -247,8 +309,8 @@ impl PgEngine {
             self.rollback().await;
             return Ok(false);
         }
-        match self.call(&batch, &seen).await {
-            Ok(()) => {}
+        let committed = match self.call(&batch, &seen).await {
+            Ok(committed) => committed,
             Err(Refusal::Conflict(error) | Refusal::Failed(error)) => {
                 self.rollback().await;
                 return Err(Failure::Write(shared.sqlx_error(error)));
@@ -258,13 +320,16 @@ impl PgEngine {
                 self.connection = None;
                 return Err(Failure::Write(shared.sqlx_error(error)));
             }
-        }
-        let committed = match self.connection.as_mut() {
+        };
+        let finished = match self.connection.as_mut() {
             Some(connection) => connection.execute("COMMIT").await,
             None => Err(sqlx::Error::PoolClosed),
         };
-        match committed {
-            Ok(_) => Ok(true),
+        match finished {
+            Ok(_) => {
+                self.remember(batch.into_state(), committed);
+                Ok(true)
+            }
             Err(error) if ends_connection(&error) => self.resolve_doubt(shared, error).await,
             // The server answered with an error: nothing was committed.
             Err(error) => {
@@ -305,8 +370,9 @@ impl PgEngine {
     }
 
     /// Calls `mcp_bridge_commit` with the write set of `batch`, which read
-    /// the heads as transaction `seen` left them.
-    async fn call(&mut self, batch: &Batch<'_>, seen: &str) -> Result<(), Refusal> {
+    /// the heads as transaction `seen` left them; returns the transaction
+    /// that committed it, as the heads' `xmin` now shows it.
+    async fn call(&mut self, batch: &Batch<'_>, seen: &str) -> Result<String, Refusal> {
         let params = batch.params();
         let heads: Heads = batch.heads();
         self.batches += 1;
@@ -314,7 +380,7 @@ impl PgEngine {
             .connection
             .as_mut()
             .ok_or(Refusal::Broken(sqlx::Error::PoolClosed))?;
-        let called = sqlx::query(COMMIT_SQL)
+        let called: Result<String, sqlx::Error> = sqlx::query_scalar(COMMIT_SQL)
             .bind(seen)
             .bind(&*self.writer)
             .bind(self.batches)
@@ -345,10 +411,10 @@ impl PgEngine {
             .bind(&params.access_deletions)
             .bind(&params.audits)
             .bind(&params.deletions)
-            .execute(connection)
+            .fetch_one(connection)
             .await;
         match called {
-            Ok(_) => Ok(()),
+            Ok(committed) => Ok(committed),
             Err(error) if ends_connection(&error) => Err(Refusal::Broken(error)),
             Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("40001") => {
                 Err(Refusal::Conflict(sqlx::Error::Database(error)))
@@ -440,6 +506,11 @@ impl PgEngine {
     }
 }
 
+/// Whether `error` is a unique constraint's.
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(error) if error.code().as_deref() == Some("23505"))
+}
+
 /// Whether `error` ended the connection: no answer at all, or a `FATAL`
 /// one (the server process ending, say terminated by an administrator),
 /// which may come after the transaction committed. An `ERROR` aborts the
@@ -468,7 +539,7 @@ const LAST_BATCH_SQL: &str = "SELECT token FROM writer_batch WHERE writer = $1";
 /// the writer and its batch's number, the time, the heads the batch leaves
 /// and their notification text, then the arrays of the write set (see the
 /// migration for what each holds).
-const COMMIT_SQL: &str = "SELECT mcp_bridge_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, \
+const COMMIT_SQL: &str = "SELECT transaction_id FROM mcp_bridge_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, \
      $11::jsonb, $12::jsonb, $13::jsonb, $14::jsonb, $15::jsonb, $16::jsonb, $17::jsonb, \
      $18::jsonb, $19::jsonb, $20::jsonb, $21::jsonb, $22::jsonb, $23::jsonb, $24::jsonb, \
      $25::jsonb, $26::jsonb, $27::jsonb)";

@@ -40,13 +40,6 @@ use super::rows::{
 };
 use super::{Engine, Failure, Job, LookupJson, Lookups};
 
-/// The engine forgets the sessions it remembers beyond this many (the next
-/// batch then takes the slow path once).
-const REMEMBERED_SESSIONS: usize = 4096;
-
-/// Likewise for tasks, which carry their bodies (up to 50 000 characters).
-const REMEMBERED_TASKS: usize = 1024;
-
 /// The message of the guard's error (see the `writer_guard` trigger).
 const STALE: &str = "mcp-bridge: stale writer state";
 
@@ -189,7 +182,7 @@ impl SqliteEngine {
     }
 
     fn remember(&mut self, state: State, data_version: i64) {
-        if state.sessions.len() <= REMEMBERED_SESSIONS && state.tasks.len() <= REMEMBERED_TASKS {
+        if state.small_enough_to_remember() {
             self.remembered = Some((state, data_version));
         }
     }
