@@ -214,10 +214,13 @@ impl PgEngine {
         jobs: &mut [Box<dyn Job>],
         lookups: &Lookups,
     ) -> Result<Option<bool>, Failure> {
+        // Kept state comes with an open connection whose server process is
+        // known (a commit in doubt asks after it); without one, read.
+        let connected = self.connection.is_some() && self.backend.is_some();
         let Some((state, seen)) = self
             .remembered
             .take()
-            .filter(|(state, _)| state.covers(lookups))
+            .filter(|(state, _)| connected && state.covers(lookups))
         else {
             return Ok(None);
         };
