@@ -224,6 +224,21 @@ impl PgEngine {
         else {
             return Ok(None);
         };
+        self.run_and_commit(shared, jobs, state, seen, true).await
+    }
+
+    /// Runs the jobs against `state`, whose heads transaction `seen` left,
+    /// and commits what they wrote in one call; `None` if another batch came
+    /// in between, or, for a state `kept` from the last batch rather than
+    /// read, if an idempotency key it does not know was taken.
+    async fn run_and_commit(
+        &mut self,
+        shared: &Shared,
+        jobs: &mut [Box<dyn Job>],
+        state: State,
+        seen: String,
+        kept: bool,
+    ) -> Result<Option<bool>, Failure> {
         let (batch, wrote) = run_jobs(shared, state, jobs);
         if !wrote {
             self.remember(batch.into_state(), seen);
@@ -235,7 +250,7 @@ impl PgEngine {
                 Ok(Some(true))
             }
             Err(Refusal::Conflict(_)) => Ok(None),
-            Err(Refusal::Failed(error)) if is_unique_violation(&error) => Ok(None),
+            Err(Refusal::Failed(error)) if kept && is_unique_violation(&error) => Ok(None),
             Err(Refusal::Failed(error)) => Err(Failure::Write(shared.sqlx_error(error))),
             Err(Refusal::Broken(error)) => self.resolve_doubt(shared, error).await.map(Some),
         }
@@ -269,20 +284,7 @@ impl PgEngine {
             }
         };
         let (state, seen) = state_from_json(shared, lookups, &document).map_err(Failure::Read)?;
-        let (batch, wrote) = run_jobs(shared, state, jobs);
-        if !wrote {
-            self.remember(batch.into_state(), seen);
-            return Ok(Some(false));
-        }
-        match self.call(&batch, &seen).await {
-            Ok(committed) => {
-                self.remember(batch.into_state(), committed);
-                Ok(Some(true))
-            }
-            Err(Refusal::Conflict(_)) => Ok(None),
-            Err(Refusal::Failed(error)) => Err(Failure::Write(shared.sqlx_error(error))),
-            Err(Refusal::Broken(error)) => self.resolve_doubt(shared, error).await.map(Some),
-        }
+        self.run_and_commit(shared, jobs, state, seen, false).await
     }
 
     /// `BEGIN`, the lock on the heads, the read, the function, `COMMIT`.
