@@ -17,8 +17,10 @@
 //! * one writer sending [`PER_WRITER`] messages back to back (a reference);
 //!   then ten writers on one store, ten conversations, each writer a task
 //!   sending as many;
-//! * two hubs: two stores opened on one database with one key file, five
-//!   such writers on each, the rate of all ten;
+//! * two hubs: two stores opened on one database with one key file, each
+//!   on a thread and runtime of its own as two processes would be, five
+//!   such writers on each, the rate of all ten; then ten on each, to show
+//!   how the rate grows with each hub's load (no target);
 //! * `pgbench -n -c 10 -j 2 -T 10` on a one-row insert into a table of its
 //!   own, on the same server; each store rate is divided by its TPS;
 //!
@@ -44,7 +46,7 @@ use std::time::{Duration, Instant};
 use bridge_core::{Credentials, Location, NewMessage, Store, StoreOptions};
 use bridge_testkit::process::cpu_time;
 use bridge_testkit::report::{machine, micros, rate, report_latency, report_rate};
-use bridge_tests::postgres::{PgServer, SUPERUSER, server_programs};
+use bridge_tests::postgres::{PgServer, STATEMENT_STATISTICS, SUPERUSER, server_programs};
 use bridge_tests::{TempDb, pair};
 
 /// Writers in every rate measurement.
@@ -69,7 +71,12 @@ async fn main() {
     let key_file = keys.path().join("server.key");
 
     // 1. The test cluster, without syncs; then the wake-up across hubs on it.
-    let Some(server) = PgServer::start().await else {
+    let settings = if statements_asked() {
+        STATEMENT_STATISTICS
+    } else {
+        &[]
+    };
+    let Some(server) = PgServer::start_with(false, settings).await else {
         println!("PostgreSQL is not installed here: nothing measured");
         return;
     };
@@ -80,7 +87,7 @@ async fn main() {
     println!();
 
     // 2. A durable cluster: PostgreSQL's defaults.
-    let server = PgServer::start_durable()
+    let server = PgServer::start_with(true, settings)
         .await
         .expect("PostgreSQL started once already");
     let durable = on_server(&server, &key_file, "durable cluster, syncs on").await;
@@ -105,6 +112,7 @@ async fn main() {
             ("PostgreSQL, 1 writer (reference)", &rates.alone),
             ("PostgreSQL, 10 writers on 1 store", &rates.one_hub),
             ("PostgreSQL, 2 stores x 5 writers", &rates.two_hubs),
+            ("PostgreSQL, 2 stores x 10 writers", &rates.two_busy_hubs),
         ] {
             line(&of(what), format!("{:.0} sends/s", sends.rate()), "");
         }
@@ -112,17 +120,25 @@ async fn main() {
             Some(tps) => line(&of("pgbench, one-row insert"), format!("{tps:.0} tps"), ""),
             None => line(&of("pgbench, one-row insert"), "n/a".into(), ""),
         }
-        for (what, sends) in [
-            ("1 store ÷ pgbench", &rates.one_hub),
-            ("2 stores ÷ pgbench", &rates.two_hubs),
+        // The issue's target is for ten writers in all; twenty is context.
+        for (what, sends, targeted) in [
+            ("1 store ÷ pgbench", &rates.one_hub, true),
+            ("2 stores ÷ pgbench", &rates.two_hubs, true),
+            (
+                "2 stores x 10 writers ÷ pgbench",
+                &rates.two_busy_hubs,
+                false,
+            ),
         ] {
+            let goal = if targeted { "≥ 0.5" } else { "" };
             match rates.tps.map(|tps| sends.rate() / tps) {
-                Some(ratio) => line(
+                Some(ratio) if targeted => line(
                     &of(what),
                     format!("{ratio:.2}"),
-                    &target(ratio >= 0.5, "≥ 0.5"),
+                    &target(ratio >= 0.5, goal),
                 ),
-                None => line(&of(what), "n/a".into(), "≥ 0.5"),
+                Some(ratio) => line(&of(what), format!("{ratio:.2}"), goal),
+                None => line(&of(what), "n/a".into(), goal),
             }
         }
     }
@@ -149,7 +165,12 @@ async fn main() {
     }
     let errors = [&fast, &durable]
         .iter()
-        .map(|rates| rates.alone.errors + rates.one_hub.errors + rates.two_hubs.errors)
+        .map(|rates| {
+            rates.alone.errors
+                + rates.one_hub.errors
+                + rates.two_hubs.errors
+                + rates.two_busy_hubs.errors
+        })
         .sum::<usize>()
         + sqlite.errors;
     line(
@@ -166,6 +187,8 @@ struct Rates {
     alone: Sends,
     one_hub: Sends,
     two_hubs: Sends,
+    /// Two hubs of ten writers each: how the rate grows with each hub's load.
+    two_busy_hubs: Sends,
     tps: Option<f64>,
 }
 
@@ -173,6 +196,13 @@ struct Rates {
 /// five on each of two stores of one database, and `pgbench`.
 async fn on_server(server: &PgServer, key_file: &Path, name: &'static str) -> Rates {
     describe_server(server).await;
+    if statements_asked() {
+        let mut connection = server.connect("postgres").await;
+        sqlx::query("CREATE EXTENSION pg_stat_statements")
+            .execute(&mut connection)
+            .await
+            .expect("create pg_stat_statements");
+    }
     println!();
     let url = server.create_database("ten_writers").await;
     let store = open(&url, key_file, None).await;
@@ -183,15 +213,14 @@ async fn on_server(server: &PgServer, key_file: &Path, name: &'static str) -> Ra
     one_hub.report("PostgreSQL, 10 writers on 1 store");
 
     let url = server.create_database("two_hubs").await;
-    let hubs = [
-        open(&url, key_file, None).await,
-        open(&url, key_file, None).await,
-    ];
-    let two_hubs = sends(&hubs, WRITERS, PER_WRITER).await;
-    for hub in &hubs {
-        hub.close().await;
-    }
+    let two_hubs = sends_on_two_hubs(&url, key_file, WRITERS / 2);
     two_hubs.report("PostgreSQL, 2 stores x 5 writers, 1 database");
+    if statements_asked() {
+        print_statements(server, "two_hubs").await;
+    }
+    let url = server.create_database("two_busy_hubs").await;
+    let two_busy_hubs = sends_on_two_hubs(&url, key_file, WRITERS);
+    two_busy_hubs.report("PostgreSQL, 2 stores x 10 writers, 1 database");
     println!();
     let tps = pgbench(server).await;
     println!();
@@ -200,6 +229,7 @@ async fn on_server(server: &PgServer, key_file: &Path, name: &'static str) -> Ra
         alone,
         one_hub,
         two_hubs,
+        two_busy_hubs,
         tps,
     }
 }
@@ -253,6 +283,17 @@ struct Sends {
 }
 
 impl Sends {
+    fn of(cpu: Cpu, elapsed: Duration, latencies: Vec<Duration>, errors: Vec<String>) -> Sends {
+        Sends {
+            cpu,
+            sent: latencies.len(),
+            elapsed,
+            latencies,
+            errors: errors.len(),
+            first_error: errors.into_iter().next(),
+        }
+    }
+
     fn rate(&self) -> f64 {
         rate(self.sent, self.elapsed)
     }
@@ -280,6 +321,68 @@ async fn sends(stores: &[Store], writers: usize, per_writer: usize) -> Sends {
     }
     let cpu = Cpu::start();
     let started = Instant::now();
+    let (latencies, errors) = write(jobs, per_writer).await;
+    let elapsed = started.elapsed();
+    Sends::of(cpu.stop(elapsed), elapsed, latencies, errors)
+}
+
+/// Two hubs as two `bridge-mcp` processes are: each store opened on a
+/// thread and runtime of its own, with `writers` writers, all starting at
+/// once. (On one thread, each hub's answers would wait while the other
+/// hub's work runs, and hubs take turns at the database.)
+fn sends_on_two_hubs(url: &str, key_file: &Path, writers: usize) -> Sends {
+    let (ready, opened) = std::sync::mpsc::channel();
+    let start = Arc::new(std::sync::Barrier::new(3));
+    let hubs: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, key_file) = (url.to_owned(), key_file.to_path_buf());
+            let (ready, start) = (ready.clone(), start.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for a hub");
+                runtime.block_on(async {
+                    let store = open(&url, &key_file, None).await;
+                    let mut jobs = Vec::with_capacity(writers);
+                    for _ in 0..writers {
+                        jobs.push((store.clone(), pair(&store).await.a));
+                    }
+                    ready.send(()).expect("tell the bench this hub is ready");
+                    drop(ready);
+                    start.wait();
+                    let written = write(jobs, PER_WRITER).await;
+                    let finished = Instant::now();
+                    store.close().await;
+                    (written, finished)
+                })
+            })
+        })
+        .collect();
+    drop(ready);
+    for _ in &hubs {
+        // A hub whose thread panicked drops its sender unsent.
+        opened.recv().expect("both hubs open their stores");
+    }
+    start.wait();
+    let cpu = Cpu::start();
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(2 * writers * PER_WRITER);
+    let mut errors = Vec::new();
+    let mut last = started;
+    for hub in hubs {
+        let ((done, failed), finished) = hub.join().expect("a hub's thread");
+        latencies.extend(done);
+        errors.extend(failed);
+        last = last.max(finished);
+    }
+    let elapsed = last - started;
+    Sends::of(cpu.stop(elapsed), elapsed, latencies, errors)
+}
+
+/// Runs the writers, each sending `per_writer` messages back to back on
+/// its own conversation; their latencies and error messages.
+async fn write(jobs: Vec<(Store, Credentials)>, per_writer: usize) -> (Vec<Duration>, Vec<String>) {
     let tasks: Vec<_> = jobs
         .into_iter()
         .map(|(store, credentials)| {
@@ -297,22 +400,14 @@ async fn sends(stores: &[Store], writers: usize, per_writer: usize) -> Sends {
             })
         })
         .collect();
-    let mut latencies = Vec::with_capacity(writers * per_writer);
+    let mut latencies = Vec::new();
     let mut errors = Vec::new();
     for task in tasks {
         let (done, failed) = task.await.expect("a writer task");
         latencies.extend(done);
         errors.extend(failed);
     }
-    let elapsed = started.elapsed();
-    Sends {
-        cpu: cpu.stop(elapsed),
-        sent: latencies.len(),
-        elapsed,
-        latencies,
-        errors: errors.len(),
-        first_error: errors.into_iter().next(),
-    }
+    (latencies, errors)
 }
 
 /// CPU time over a measurement: this process's (the stores and their
@@ -563,4 +658,32 @@ fn millis(duration: Duration) -> f64 {
 /// "met" or "not met", after the target.
 fn target(met: bool, what: &str) -> String {
     format!("{what}: {}", if met { "met" } else { "not met" })
+}
+
+/// Whether `BRIDGE_BENCH_STATEMENTS=1` asks where the server's time went:
+/// the servers then count their statements ([`STATEMENT_STATISTICS`]), and
+/// the rate of two hubs is followed by the statements that took most time.
+fn statements_asked() -> bool {
+    std::env::var_os("BRIDGE_BENCH_STATEMENTS").is_some_and(|value| value == "1")
+}
+
+/// The statements run in `database` that took most of the server's time,
+/// nested ones (inside the writer's functions) included: calls, mean time
+/// (a statement waiting for a lock counts its wait), the statement.
+async fn print_statements(server: &PgServer, database: &str) {
+    let mut connection = server.connect("postgres").await;
+    let statements: Vec<(i64, f64, String)> = sqlx::query_as(
+        "SELECT calls, mean_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 72) \
+         FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1) AND calls >= 100 \
+         ORDER BY total_exec_time DESC LIMIT 12",
+    )
+    .bind(database)
+    .fetch_all(&mut connection)
+    .await
+    .expect("read pg_stat_statements");
+    println!("    server time by statement (calls, mean):");
+    for (calls, mean_ms, statement) in statements {
+        println!("    {calls:>8} {:>8.1} us  {statement}", mean_ms * 1000.0);
+    }
 }

@@ -41,6 +41,17 @@ const KEY_FILE_ENV: &str = "BRIDGE_KEY_FILE";
 /// The superuser of every test cluster.
 pub const SUPERUSER: &str = "bridge";
 
+/// Settings under which the server counts, per statement, the calls and
+/// the time spent (`pg_stat_statements`, statements inside functions
+/// included) and, per function, its time (`pg_stat_user_functions`): where
+/// a benchmark's server time went. The extension must then be created in a
+/// database (`CREATE EXTENSION pg_stat_statements`) to read the counts.
+pub const STATEMENT_STATISTICS: &[&str] = &[
+    "shared_preload_libraries=pg_stat_statements",
+    "pg_stat_statements.track=all",
+    "track_functions=all",
+];
+
 /// How long a server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -59,7 +70,7 @@ impl PgServer {
     /// Starts a new cluster; `None` if PostgreSQL is not installed (and not
     /// required). Panics if it is installed but does not start.
     pub async fn start() -> Option<PgServer> {
-        PgServer::launch(None, false).await
+        PgServer::launch(None, false, &[]).await
     }
 
     /// Starts a new cluster as [`PgServer::start`] does, but durable as a
@@ -67,16 +78,24 @@ impl PgServer {
     /// `synchronous_commit` and `full_page_writes` on), so that every
     /// commit waits for its WAL to reach the disk. For the benchmarks.
     pub async fn start_durable() -> Option<PgServer> {
-        PgServer::launch(None, true).await
+        PgServer::launch(None, true, &[]).await
+    }
+
+    /// Starts a new cluster as [`PgServer::start`] does (durable as
+    /// [`PgServer::start_durable`] if `durable`), with `settings` added
+    /// (`name=value`, as `postgres -c` takes them): [`STATEMENT_STATISTICS`],
+    /// say.
+    pub async fn start_with(durable: bool, settings: &[&str]) -> Option<PgServer> {
+        PgServer::launch(None, durable, settings).await
     }
 
     /// Starts a new cluster as [`PgServer::start`] does, speaking TLS with a
     /// certificate for 127.0.0.1 signed by `ca`.
     pub async fn start_with_tls(ca: &TestCa) -> Option<PgServer> {
-        PgServer::launch(Some(ca), false).await
+        PgServer::launch(Some(ca), false, &[]).await
     }
 
-    async fn launch(tls: Option<&TestCa>, durable: bool) -> Option<PgServer> {
+    async fn launch(tls: Option<&TestCa>, durable: bool, settings: &[&str]) -> Option<PgServer> {
         let Some(bin) = server_programs() else {
             static SAID: Once = Once::new();
             assert!(
@@ -174,7 +193,11 @@ impl PgServer {
             "full_page_writes=off",
         ];
         let no_syncs = if durable { &[][..] } else { &no_syncs[..] };
-        for setting in no_syncs.iter().chain(&["max_connections=400"]) {
+        for setting in no_syncs
+            .iter()
+            .chain(&["max_connections=400"])
+            .chain(settings)
+        {
             arguments.extend(["-c".to_owned(), (*setting).to_owned()]);
         }
         let mut command = run_as(as_root, &bin.join("postgres"));
