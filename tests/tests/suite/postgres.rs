@@ -502,21 +502,22 @@ async fn a_server_restart_in_the_middle_of_sending_loses_nothing_and_doubles_not
 }
 
 /// Two stores on one new database of `server`, the second one's poll every
-/// `poll`; the first one's conversation.
+/// `poll`; the first one's conversation; and the directory of their key
+/// file, to keep until they are closed.
 async fn two_stores(
     server: &PgServer,
     name: &str,
-    keys: &Path,
     poll: std::time::Duration,
-) -> (Store, Store, bridge_tests::Pair) {
+) -> (Store, Store, bridge_tests::Pair, tempfile::TempDir) {
+    let keys = tempfile::tempdir().expect("a directory for the key");
     let url = server.create_database(name).await;
     let mut options = StoreOptions::at(Location::parse(&url).expect("a PostgreSQL URL"));
-    options.key_file = Some(keys.join("server.key"));
+    options.key_file = Some(keys.path().join("server.key"));
     let one = Store::open(options.clone()).await.expect("open one");
     options.poll_interval = poll;
     let two = Store::open(options).await.expect("open two");
     let pair = bridge_tests::pair(&one).await;
-    (one, two, pair)
+    (one, two, pair, keys)
 }
 
 /// Waits (up to 10 s) until `count` connections to `database` have last
@@ -547,10 +548,9 @@ async fn a_change_feed_whose_connection_is_cut_wakes_its_waiters_and_listens_aga
     let Some(server) = PgServer::start().await else {
         return;
     };
-    let keys = tempfile::tempdir().expect("a directory for the key");
     // A poll far longer than the test: only the feed can wake the waiter.
     let hour = std::time::Duration::from_secs(3600);
-    let (one, two, pair) = two_stores(&server, "cut", keys.path(), hour).await;
+    let (one, two, pair, _keys) = two_stores(&server, "cut", hour).await;
     let mut changes = two.subscribe();
     let mut admin = server.connect("postgres").await;
     wait_for_listeners(&mut admin, "cut", 2).await;
@@ -581,9 +581,8 @@ async fn a_commit_without_a_notification_is_noticed_by_the_periodic_check() {
     let Some(server) = PgServer::start().await else {
         return;
     };
-    let keys = tempfile::tempdir().expect("a directory for the key");
     let poll = std::time::Duration::from_millis(200);
-    let (one, two, _pair) = two_stores(&server, "silent", keys.path(), poll).await;
+    let (one, two, _pair, _keys) = two_stores(&server, "silent", poll).await;
     let mut changes = two.subscribe();
     // A feed gone silent, as a half-open connection would be: a commit
     // that moves the heads and notifies no one.
@@ -622,10 +621,9 @@ async fn a_stores_own_commit_wakes_its_subscribers_once_and_another_stores_still
     let Some(server) = PgServer::start().await else {
         return;
     };
-    let keys = tempfile::tempdir().expect("a directory for the key");
     // A poll far longer than the test: no periodic check wakes anyone.
     let hour = std::time::Duration::from_secs(3600);
-    let (one, two, pair) = two_stores(&server, "own", keys.path(), hour).await;
+    let (one, two, pair, _keys) = two_stores(&server, "own", hour).await;
     // The second store's own commits, in the same conversation; first the
     // notifications of the first store's commits so far are let in.
     let mut mine = two.subscribe();
@@ -664,11 +662,10 @@ async fn a_busy_change_feed_is_not_taken_for_a_silent_one() {
     let Some(server) = PgServer::start().await else {
         return;
     };
-    let keys = tempfile::tempdir().expect("a directory for the key");
     // Checks many times while the other store commits: many checks find
     // heads whose notification is still on its way.
     let poll = std::time::Duration::from_millis(20);
-    let (one, two, pair) = two_stores(&server, "busy", keys.path(), poll).await;
+    let (one, two, pair, _keys) = two_stores(&server, "busy", poll).await;
     let mut admin = server.connect("postgres").await;
     wait_for_listeners(&mut admin, "busy", 2).await;
     let before = listeners(&mut admin, "busy").await;
@@ -756,9 +753,8 @@ async fn two_stores_writing_at_once_keep_every_message_once_in_order_and_one_aud
     let Some(server) = PgServer::start().await else {
         return;
     };
-    let keys = tempfile::tempdir().expect("a directory for the key");
     let hour = std::time::Duration::from_secs(3600);
-    let (one, two, _) = two_stores(&server, "both_write", keys.path(), hour).await;
+    let (one, two, _, _keys) = two_stores(&server, "both_write", hour).await;
     // Three conversations on each store, all sending at once: the stores'
     // batches come in between each other's read and commit, so both ways
     // of committing run (without the lock, and with it after a conflict).
@@ -802,9 +798,8 @@ async fn a_key_another_store_used_is_replayed_by_a_writer_that_remembers_its_sta
     let Some(server) = PgServer::start().await else {
         return;
     };
-    let keys = tempfile::tempdir().expect("a directory for the key");
     let hour = std::time::Duration::from_secs(3600);
-    let (one, two, pair) = two_stores(&server, "remembered_key", keys.path(), hour).await;
+    let (one, two, pair, _keys) = two_stores(&server, "remembered_key", hour).await;
     let mut keyed = NewMessage::new("deploy");
     keyed.idempotency_key = Some("k-1".parse().expect("a key"));
     let first = two
