@@ -355,7 +355,7 @@ async fn a_database_of_another_program_or_a_newer_schema_is_refused_and_left_alo
     connection.close().await.expect("close");
     let error = open(&newer).await.expect_err("newer").to_string();
     assert!(
-        error.ends_with("has schema version 29990101000000, newer than this mcp-bridge knows (20261129000000); upgrade mcp-bridge"),
+        error.ends_with("has schema version 29990101000000, newer than this mcp-bridge knows (20261130000000); upgrade mcp-bridge"),
         "{error}"
     );
 }
@@ -824,6 +824,76 @@ async fn a_key_another_store_used_is_replayed_by_a_writer_that_remembers_its_sta
         .map(|message| message.body)
         .collect();
     assert_eq!(bodies, ["deploy", "unkeyed"]);
+    one.close().await;
+    two.close().await;
+}
+
+#[tokio::test]
+async fn a_batch_another_store_overtook_commits_on_what_its_call_answered_without_a_read() {
+    let Some(server) = PgServer::start().await else {
+        return;
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    let (one, two, pair, _keys) = two_stores(&server, "overtaken", hour).await;
+    // Both stores commit once, so that each keeps the state its batch left.
+    one.send(&pair.a, NewMessage::new("one 0"))
+        .await
+        .expect("send through one");
+    two.send(&pair.b, NewMessage::new("two 0"))
+        .await
+        .expect("send through two");
+    let mut admin = server.connect("postgres").await;
+    sqlx::query("ALTER DATABASE overtaken SET log_statement = 'all'")
+        .execute(&mut admin)
+        .await
+        .expect("log the statements");
+    // The setting reaches new connections only: cut the writers' (each
+    // opens its connection again, and forgets its state, on its next batch)
+    // and let one batch of each run on the new ones.
+    sqlx::query(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = 'overtaken' AND query NOT LIKE 'LISTEN%'",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("cut the writers' connections");
+    for (store, credentials, body) in [(&one, &pair.a, "one 1"), (&two, &pair.b, "two 1")] {
+        while store
+            .send(credentials, NewMessage::new(body))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let logged = server.log().len();
+    // Each send now finds the other store's commit after its own: its
+    // kept state is stale, and its first call is overtaken.
+    for round in 2..5 {
+        for (store, credentials, name) in [(&one, &pair.a, "one"), (&two, &pair.b, "two")] {
+            store
+                .send(credentials, NewMessage::new(format!("{name} {round}")))
+                .await
+                .expect("a send after the other store's");
+        }
+    }
+    let log = server.log();
+    let since = &log[logged..];
+    let calls = since.matches("FROM mcp_bridge_commit(").count();
+    let reads = since.matches("SELECT mcp_bridge_read(").count();
+    assert_eq!(reads, 0, "no batch read; the log since:\n{since}");
+    assert_eq!(
+        calls, 12,
+        "six sends, each overtaken once; the log since:\n{since}"
+    );
+    let bodies: Vec<String> = one
+        .peek(&pair.b, 20)
+        .await
+        .expect("peek")
+        .into_iter()
+        .map(|message| message.body)
+        .collect();
+    assert_eq!(bodies, ["one 0", "one 1", "one 2", "one 3", "one 4"]);
     one.close().await;
     two.close().await;
 }

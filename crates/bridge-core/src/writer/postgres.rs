@@ -8,39 +8,40 @@
 //!    chain's last hash, and the transaction that last wrote them, `xmin`),
 //!    as one JSON document.
 //! 2. The operations run in memory (the database-neutral [`Batch`]); then
-//!    one call of `mcp_bridge_commit` takes the whole write set, one JSON
-//!    array per kind of row. It locks the heads (`FOR UPDATE`, in name
-//!    order, so that hubs never deadlock on them), checks that no batch
-//!    committed since step 1 (the heads' `xmin` is still the one read:
-//!    every batch of every hub rewrites the heads, so every row read is
-//!    still as it was), writes, moves the heads, notifies the listening
-//!    stores, and commits as it returns.
+//!    one call of `mcp_bridge_commit` (migration `20261130000000`) takes
+//!    the whole write set, one JSON array per kind of row, and the batch's
+//!    lookups. It locks the heads (`FOR UPDATE`, in name order, so that
+//!    hubs never deadlock on them), checks that no batch committed since
+//!    step 1 (the heads' `xmin` is still the one read: every batch of every
+//!    hub rewrites the heads, so every row read is still as it was),
+//!    writes, moves the heads, notifies the listening stores, and commits
+//!    as it returns.
 //!
 //! Usually there is only the second: like the SQLite engine, this one
 //! remembers the [`State`] its last batch left (heads, sessions and tasks it
 //! has seen) and the transaction that committed it. If that covers the next
 //! batch, the operations run against it and the call checks that the heads
 //! were last written by that transaction: no other batch came in between,
-//! so the state is current. If one did, or the batch used an idempotency
-//! key the state does not know (a unique violation), nothing is written and
-//! the batch reads.
+//! so the state is current. If the batch used an idempotency key the state
+//! does not know (a unique violation), nothing is written and the batch
+//! reads.
 //!
 //! Every writer of the database, whatever hub it runs in, passes the lock
 //! one at a time, so ids follow commit order and the audit chain stays one
-//! chain; but the lock is now held only while the server runs the function,
-//! not across the round trips of the batch. A round trip costs about 80 µs
-//! on loopback, and seven of them made the time of a batch (see
+//! chain; but the lock is held only while the server runs the function, not
+//! across the round trips of the batch. A round trip costs about 80 µs on
+//! loopback, and seven of them made the time of a batch (see
 //! `docs/BENCHMARKS.md`).
 //!
-//! If another batch committed in between, the function raises
-//! `serialization_failure` and writes nothing. The engine then takes the
-//! lock first, for this batch and those of the next [`CONTENDED_FOR`]
-//! (another hub is busy: reading again without the lock would conflict as
-//! often): `BEGIN`, `mcp_bridge_read` locking the heads before it reads
-//! (its read is a statement of its own, after the lock: under `READ
-//! COMMITTED` each statement reads what was committed when it began), the
-//! function, `COMMIT`. That cannot conflict, and holds the lock across two
-//! round trips instead of none.
+//! A batch another hub's commit overtook (its check fails) writes nothing,
+//! and the call answers instead with the document step 1 reads, read under
+//! the lock: what every batch before it committed. The operations run again
+//! against that and call again, one round trip more and no lock held across
+//! it. After [`OVERTAKEN_TRIES`] such calls the batch takes the lock first,
+//! which cannot be overtaken: `BEGIN`, `mcp_bridge_read` locking the heads
+//! before it reads (its read is a statement of its own, after the lock:
+//! under `READ COMMITTED` each statement reads what was committed when it
+//! began), the function, `COMMIT`.
 //!
 //! A failure rolls the transaction back, so a batch is never half applied;
 //! the writer then retries its operations one by one. A connection that
@@ -79,9 +80,9 @@ use super::rows::{
 };
 use super::{Engine, Failure, Job, LookupJson, Lookups};
 
-/// How long after a conflict with another hub's batch the writer's batches
-/// take the lock first.
-const CONTENDED_FOR: Duration = Duration::from_secs(1);
+/// How many calls of one batch another batch may overtake before the
+/// batch takes the lock first (which cannot be overtaken).
+const OVERTAKEN_TRIES: usize = 4;
 
 /// The writer's engine on PostgreSQL.
 pub(crate) struct PgEngine {
@@ -94,8 +95,6 @@ pub(crate) struct PgEngine {
     writer: Arc<str>,
     /// The number of its latest batch sent to the server.
     batches: i64,
-    /// Until when batches take the lock first, after a conflict.
-    contended_until: Option<tokio::time::Instant>,
     /// The state the last batch left, and its transaction (as the heads'
     /// `xmin` shows it): the next batch may start from it.
     remembered: Option<(State, String)>,
@@ -109,10 +108,28 @@ struct Backend {
     started: String,
 }
 
-/// How the call of `mcp_bridge_commit` ended, when it did not succeed.
+/// What the call of `mcp_bridge_commit` answered.
+enum Called {
+    /// Committed, by this transaction (as the heads' `xmin` shows it).
+    Committed(String),
+    /// Another batch committed since this one read: nothing written; what
+    /// the batch must run against now, as `mcp_bridge_read` gives it.
+    Overtaken(String),
+}
+
+/// How a batch ended, or why it must be tried another way.
+enum Outcome {
+    /// Done; whether it wrote.
+    Done(bool),
+    /// Its state may be wrong: a kept state that does not cover it, or
+    /// that did not know an idempotency key taken since. Read.
+    ReadAgain,
+    /// Other batches overtook it [`OVERTAKEN_TRIES`] times: take the lock.
+    Overtaken,
+}
+
+/// How the call of `mcp_bridge_commit` ended, when it did not answer.
 enum Refusal {
-    /// Another batch committed since this one read: nothing written.
-    Conflict(sqlx::Error),
     /// The server answered with an error: nothing written.
     Failed(sqlx::Error),
     /// No answer, or one that ended the connection ([`ends_connection`]):
@@ -134,7 +151,6 @@ impl PgEngine {
             connect,
             writer,
             batches: 0,
-            contended_until: None,
             remembered: None,
         }
     }
@@ -179,41 +195,38 @@ impl Engine for PgEngine {
 }
 
 impl PgEngine {
-    /// One attempt at committing the batch: without the lock first, unless
-    /// another hub's batch came in between lately; then with it.
+    /// One attempt at committing the batch: against the kept state, or
+    /// after a read; then, if other batches kept overtaking it, with the
+    /// lock taken first.
     async fn attempt(
         &mut self,
         shared: &Shared,
         jobs: &mut [Box<dyn Job>],
     ) -> Result<bool, Failure> {
         let lookups = Lookups::of(jobs);
-        if let Some(wrote) = self.remembered_way(shared, jobs, &lookups).await? {
-            return Ok(wrote);
-        }
         let json = lookups.json();
-        let now = tokio::time::Instant::now();
-        if self.contended_until.is_none_or(|until| now >= until) {
-            if let Some(wrote) = self.unlocked(shared, jobs, &lookups, &json).await? {
-                return Ok(wrote);
-            }
-            tracing::debug!(
-                "another hub's batch came in between; taking the lock first for a while"
-            );
-            self.contended_until = Some(now + CONTENDED_FOR);
+        let mut outcome = self.remembered_way(shared, jobs, &lookups, &json).await?;
+        if let Outcome::ReadAgain = outcome {
+            outcome = self.unlocked(shared, jobs, &lookups, &json).await?;
         }
-        self.locked(shared, jobs, &lookups, &json).await
+        match outcome {
+            Outcome::Done(wrote) => Ok(wrote),
+            Outcome::ReadAgain | Outcome::Overtaken => {
+                tracing::debug!("other batches kept overtaking this one; taking the lock first");
+                self.locked(shared, jobs, &lookups, &json).await
+            }
+        }
     }
 
     /// Commits the batch in one round trip, against the state the last
-    /// batch left, if that covers it; `None` if it does not, or if it may be
-    /// stale (another batch committed since), or if an idempotency key the
-    /// state does not know was used before: the batch then reads.
+    /// batch left, if that covers it and nothing came in between.
     async fn remembered_way(
         &mut self,
         shared: &Shared,
         jobs: &mut [Box<dyn Job>],
         lookups: &Lookups,
-    ) -> Result<Option<bool>, Failure> {
+        json: &LookupJson,
+    ) -> Result<Outcome, Failure> {
         // Kept state comes with an open connection whose server process is
         // known (a commit in doubt asks after it); without one, read.
         let connected = self.connection.is_some() && self.backend.is_some();
@@ -222,38 +235,56 @@ impl PgEngine {
             .take()
             .filter(|(state, _)| connected && state.covers(lookups))
         else {
-            return Ok(None);
+            return Ok(Outcome::ReadAgain);
         };
-        self.run_and_commit(shared, jobs, state, seen, true).await
+        self.run_and_commit(shared, jobs, lookups, json, (state, seen), true)
+            .await
     }
 
     /// Runs the jobs against `state`, whose heads transaction `seen` left,
-    /// and commits what they wrote in one call; `None` if another batch came
-    /// in between, or, for a state `kept` from the last batch rather than
-    /// read, if an idempotency key it does not know was taken.
+    /// and commits what they wrote in one call; if another batch came in
+    /// between, runs them again against what the call answered, up to
+    /// [`OVERTAKEN_TRIES`] calls. For a state `kept` from the last batch
+    /// rather than read, an idempotency key it did not know but another
+    /// batch took means [`Outcome::ReadAgain`].
     async fn run_and_commit(
         &mut self,
         shared: &Shared,
         jobs: &mut [Box<dyn Job>],
-        state: State,
-        seen: String,
+        lookups: &Lookups,
+        json: &LookupJson,
+        (mut state, mut seen): (State, String),
         kept: bool,
-    ) -> Result<Option<bool>, Failure> {
-        let (batch, wrote) = run_jobs(shared, state, jobs);
-        if !wrote {
-            self.remember(batch.into_state(), seen);
-            return Ok(Some(false));
-        }
-        match self.call(&batch, &seen).await {
-            Ok(committed) => {
-                self.remember(batch.into_state(), committed);
-                Ok(Some(true))
+    ) -> Result<Outcome, Failure> {
+        let mut kept = kept;
+        for _ in 0..OVERTAKEN_TRIES {
+            let (batch, wrote) = run_jobs(shared, state, jobs);
+            if !wrote {
+                self.remember(batch.into_state(), seen);
+                return Ok(Outcome::Done(false));
             }
-            Err(Refusal::Conflict(_)) => Ok(None),
-            Err(Refusal::Failed(error)) if kept && is_unique_violation(&error) => Ok(None),
-            Err(Refusal::Failed(error)) => Err(Failure::Write(shared.sqlx_error(error))),
-            Err(Refusal::Broken(error)) => self.resolve_doubt(shared, error).await.map(Some),
+            match self.call(&batch, &seen, json).await {
+                Ok(Called::Committed(committed)) => {
+                    self.remember(batch.into_state(), committed);
+                    return Ok(Outcome::Done(true));
+                }
+                Ok(Called::Overtaken(document)) => {
+                    (state, seen) =
+                        state_from_json(shared, lookups, &document).map_err(Failure::Read)?;
+                    kept = false;
+                }
+                Err(Refusal::Failed(error)) if kept && is_unique_violation(&error) => {
+                    return Ok(Outcome::ReadAgain);
+                }
+                Err(Refusal::Failed(error)) => {
+                    return Err(Failure::Write(shared.sqlx_error(error)));
+                }
+                Err(Refusal::Broken(error)) => {
+                    return self.resolve_doubt(shared, error).await.map(Outcome::Done);
+                }
+            }
         }
+        Ok(Outcome::Overtaken)
     }
 
     /// Keeps `state`, left by transaction `committed`, for the next batch.
@@ -263,15 +294,14 @@ impl PgEngine {
         }
     }
 
-    /// Reads without a lock, then commits through the function; `None` if
-    /// another batch committed in between.
+    /// Reads without a lock, then commits through the function.
     async fn unlocked(
         &mut self,
         shared: &Shared,
         jobs: &mut [Box<dyn Job>],
         lookups: &Lookups,
         json: &LookupJson,
-    ) -> Result<Option<bool>, Failure> {
+    ) -> Result<Outcome, Failure> {
         let read = match self.ready().await {
             Ok(connection) => read_call(false, json).fetch_one(connection).await,
             Err(error) => Err(error),
@@ -283,8 +313,9 @@ impl PgEngine {
                 return Err(Failure::Read(shared.sqlx_error(error)));
             }
         };
-        let (state, seen) = state_from_json(shared, lookups, &document).map_err(Failure::Read)?;
-        self.run_and_commit(shared, jobs, state, seen, false).await
+        let read = state_from_json(shared, lookups, &document).map_err(Failure::Read)?;
+        self.run_and_commit(shared, jobs, lookups, json, read, false)
+            .await
     }
 
     /// `BEGIN`, the lock on the heads, the read, the function, `COMMIT`.
@@ -314,9 +345,17 @@ impl PgEngine {
             self.rollback().await;
             return Ok(false);
         }
-        let committed = match self.call(&batch, &seen).await {
-            Ok(committed) => committed,
-            Err(Refusal::Conflict(error) | Refusal::Failed(error)) => {
+        let committed = match self.call(&batch, &seen, json).await {
+            Ok(Called::Committed(committed)) => committed,
+            // It holds the lock: nothing can come in between.
+            Ok(Called::Overtaken(_)) => {
+                self.rollback().await;
+                return Err(Failure::Write(Error::Database {
+                    path: shared.path.clone(),
+                    message: "a batch holding the lock on the heads was overtaken".to_owned(),
+                }));
+            }
+            Err(Refusal::Failed(error)) => {
                 self.rollback().await;
                 return Err(Failure::Write(shared.sqlx_error(error)));
             }
@@ -375,9 +414,15 @@ impl PgEngine {
     }
 
     /// Calls `mcp_bridge_commit` with the write set of `batch`, which read
-    /// the heads as transaction `seen` left them; returns the transaction
-    /// that committed it, as the heads' `xmin` now shows it.
-    async fn call(&mut self, batch: &Batch<'_>, seen: &str) -> Result<String, Refusal> {
+    /// the heads as transaction `seen` left them, and its lookups: the
+    /// transaction that committed it, as the heads' `xmin` now shows it, or
+    /// what to run it against again.
+    async fn call(
+        &mut self,
+        batch: &Batch<'_>,
+        seen: &str,
+        lookups: &LookupJson,
+    ) -> Result<Called, Refusal> {
         let params = batch.params();
         let heads: Heads = batch.heads();
         self.batches += 1;
@@ -385,45 +430,53 @@ impl PgEngine {
             .connection
             .as_mut()
             .ok_or(Refusal::Broken(sqlx::Error::PoolClosed))?;
-        let called: Result<String, sqlx::Error> = sqlx::query_scalar(COMMIT_SQL)
-            .bind(seen)
-            .bind(&*self.writer)
-            .bind(self.batches)
-            .bind(Timestamp::now().as_millis())
-            .bind(heads.last_message_id)
-            .bind(heads.last_audit_id)
-            .bind(heads.last_task_id)
-            .bind(heads.last_hash.as_deref())
-            .bind(format!(
-                "audit={},message={},task={}",
-                heads.last_audit_id, heads.last_message_id, heads.last_task_id
-            ))
-            .bind(&params.conversations)
-            .bind(&params.new_tasks)
-            .bind(&params.task_updates)
-            .bind(&params.new_assignments)
-            .bind(&params.ended_assignments)
-            .bind(&params.messages)
-            .bind(&params.idempotency)
-            .bind(&params.sessions)
-            .bind(&params.rekeys)
-            .bind(&params.yolo)
-            .bind(&params.yolo_deletions)
-            .bind(&params.new_approvals)
-            .bind(&params.used_approvals)
-            .bind(&params.approval_deletions)
-            .bind(&params.access)
-            .bind(&params.access_deletions)
-            .bind(&params.audits)
-            .bind(&params.deletions)
-            .fetch_one(connection)
-            .await;
+        let called: Result<(Option<String>, Option<String>), sqlx::Error> =
+            sqlx::query_as(COMMIT_SQL)
+                .bind(seen)
+                .bind(&*self.writer)
+                .bind(self.batches)
+                .bind(Timestamp::now().as_millis())
+                .bind(heads.last_message_id)
+                .bind(heads.last_audit_id)
+                .bind(heads.last_task_id)
+                .bind(heads.last_hash.as_deref())
+                .bind(format!(
+                    "audit={},message={},task={}",
+                    heads.last_audit_id, heads.last_message_id, heads.last_task_id
+                ))
+                .bind(&params.conversations)
+                .bind(&params.new_tasks)
+                .bind(&params.task_updates)
+                .bind(&params.new_assignments)
+                .bind(&params.ended_assignments)
+                .bind(&params.messages)
+                .bind(&params.idempotency)
+                .bind(&params.sessions)
+                .bind(&params.rekeys)
+                .bind(&params.yolo)
+                .bind(&params.yolo_deletions)
+                .bind(&params.new_approvals)
+                .bind(&params.used_approvals)
+                .bind(&params.approval_deletions)
+                .bind(&params.access)
+                .bind(&params.access_deletions)
+                .bind(&params.audits)
+                .bind(&params.deletions)
+                .bind(lookups.sessions.as_str())
+                .bind(lookups.tasks.as_str())
+                .bind(lookups.yolo.as_str())
+                .bind(lookups.approvals.as_str())
+                .bind(lookups.access.as_str())
+                .bind(lookups.idempotency.as_str())
+                .fetch_one(connection)
+                .await;
         match called {
-            Ok(committed) => Ok(committed),
+            Ok((Some(committed), _)) => Ok(Called::Committed(committed)),
+            Ok((None, Some(found))) => Ok(Called::Overtaken(found)),
+            Ok((None, None)) => Err(Refusal::Failed(sqlx::Error::Protocol(
+                "mcp_bridge_commit answered neither a transaction nor rows to read".into(),
+            ))),
             Err(error) if ends_connection(&error) => Err(Refusal::Broken(error)),
-            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("40001") => {
-                Err(Refusal::Conflict(sqlx::Error::Database(error)))
-            }
             Err(error) => Err(Refusal::Failed(error)),
         }
     }
@@ -542,12 +595,14 @@ const LAST_BATCH_SQL: &str = "SELECT token FROM writer_batch WHERE writer = $1";
 
 /// The commit: what the heads' transaction was when the batch read them,
 /// the writer and its batch's number, the time, the heads the batch leaves
-/// and their notification text, then the arrays of the write set (see the
-/// migration for what each holds).
-const COMMIT_SQL: &str = "SELECT transaction_id FROM mcp_bridge_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, \
-     $11::jsonb, $12::jsonb, $13::jsonb, $14::jsonb, $15::jsonb, $16::jsonb, $17::jsonb, \
-     $18::jsonb, $19::jsonb, $20::jsonb, $21::jsonb, $22::jsonb, $23::jsonb, $24::jsonb, \
-     $25::jsonb, $26::jsonb, $27::jsonb)";
+/// and their notification text, the arrays of the write set (see the
+/// migrations for what each holds), then the lookups' arrays in
+/// [`READ_SQL`]'s order, for the answer of an overtaken batch.
+const COMMIT_SQL: &str = "SELECT transaction_id, reread FROM mcp_bridge_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+     $10::jsonb, $11::jsonb, $12::jsonb, $13::jsonb, $14::jsonb, $15::jsonb, $16::jsonb, \
+     $17::jsonb, $18::jsonb, $19::jsonb, $20::jsonb, $21::jsonb, $22::jsonb, $23::jsonb, \
+     $24::jsonb, $25::jsonb, $26::jsonb, $27::jsonb, $28::jsonb, $29::jsonb, $30::jsonb, \
+     $31::jsonb, $32::jsonb, $33::jsonb)";
 
 /// The heads and the rows a batch names, as one JSON document (see the
 /// migration's `mcp_bridge_read`): whether to lock the heads first, then
