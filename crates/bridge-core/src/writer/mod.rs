@@ -145,7 +145,7 @@ impl Lookups {
     }
 }
 
-/// The state query's parameters, JSON arrays, in the order it binds them.
+/// The state query's parameters, JSON arrays.
 struct LookupJson {
     sessions: String,
     tasks: String,
@@ -153,6 +153,20 @@ struct LookupJson {
     approvals: String,
     access: String,
     idempotency: String,
+}
+
+impl LookupJson {
+    /// The arrays in the order every state query binds them.
+    fn in_order(&self) -> [&str; 6] {
+        [
+            &self.sessions,
+            &self.tasks,
+            &self.yolo,
+            &self.approvals,
+            &self.access,
+            &self.idempotency,
+        ]
+    }
 }
 
 /// A state change that the writer applies inside a batch.

@@ -430,46 +430,43 @@ impl PgEngine {
             .connection
             .as_mut()
             .ok_or(Refusal::Broken(sqlx::Error::PoolClosed))?;
-        let called: Result<(Option<String>, Option<String>), sqlx::Error> =
-            sqlx::query_as(COMMIT_SQL)
-                .bind(seen)
-                .bind(&*self.writer)
-                .bind(self.batches)
-                .bind(Timestamp::now().as_millis())
-                .bind(heads.last_message_id)
-                .bind(heads.last_audit_id)
-                .bind(heads.last_task_id)
-                .bind(heads.last_hash.as_deref())
-                .bind(format!(
-                    "audit={},message={},task={}",
-                    heads.last_audit_id, heads.last_message_id, heads.last_task_id
-                ))
-                .bind(&params.conversations)
-                .bind(&params.new_tasks)
-                .bind(&params.task_updates)
-                .bind(&params.new_assignments)
-                .bind(&params.ended_assignments)
-                .bind(&params.messages)
-                .bind(&params.idempotency)
-                .bind(&params.sessions)
-                .bind(&params.rekeys)
-                .bind(&params.yolo)
-                .bind(&params.yolo_deletions)
-                .bind(&params.new_approvals)
-                .bind(&params.used_approvals)
-                .bind(&params.approval_deletions)
-                .bind(&params.access)
-                .bind(&params.access_deletions)
-                .bind(&params.audits)
-                .bind(&params.deletions)
-                .bind(lookups.sessions.as_str())
-                .bind(lookups.tasks.as_str())
-                .bind(lookups.yolo.as_str())
-                .bind(lookups.approvals.as_str())
-                .bind(lookups.access.as_str())
-                .bind(lookups.idempotency.as_str())
-                .fetch_one(connection)
-                .await;
+        let query = sqlx::query_as::<_, (Option<String>, Option<String>)>(COMMIT_SQL)
+            .bind(seen)
+            .bind(&*self.writer)
+            .bind(self.batches)
+            .bind(Timestamp::now().as_millis())
+            .bind(heads.last_message_id)
+            .bind(heads.last_audit_id)
+            .bind(heads.last_task_id)
+            .bind(heads.last_hash.as_deref())
+            .bind(format!(
+                "audit={},message={},task={}",
+                heads.last_audit_id, heads.last_message_id, heads.last_task_id
+            ))
+            .bind(&params.conversations)
+            .bind(&params.new_tasks)
+            .bind(&params.task_updates)
+            .bind(&params.new_assignments)
+            .bind(&params.ended_assignments)
+            .bind(&params.messages)
+            .bind(&params.idempotency)
+            .bind(&params.sessions)
+            .bind(&params.rekeys)
+            .bind(&params.yolo)
+            .bind(&params.yolo_deletions)
+            .bind(&params.new_approvals)
+            .bind(&params.used_approvals)
+            .bind(&params.approval_deletions)
+            .bind(&params.access)
+            .bind(&params.access_deletions)
+            .bind(&params.audits)
+            .bind(&params.deletions);
+        let called = lookups
+            .in_order()
+            .into_iter()
+            .fold(query, |query, array| query.bind(array))
+            .fetch_one(connection)
+            .await;
         match called {
             Ok((Some(committed), _)) => Ok(Called::Committed(committed)),
             Ok((None, Some(found))) => Ok(Called::Overtaken(found)),
@@ -615,14 +612,12 @@ fn read_call(
     lock: bool,
     lookups: &LookupJson,
 ) -> sqlx::query::QueryScalar<'_, sqlx::Postgres, String, sqlx::postgres::PgArguments> {
-    sqlx::query_scalar(READ_SQL)
-        .bind(lock)
-        .bind(lookups.sessions.as_str())
-        .bind(lookups.tasks.as_str())
-        .bind(lookups.yolo.as_str())
-        .bind(lookups.approvals.as_str())
-        .bind(lookups.access.as_str())
-        .bind(lookups.idempotency.as_str())
+    lookups
+        .in_order()
+        .into_iter()
+        .fold(sqlx::query_scalar(READ_SQL).bind(lock), |query, array| {
+            query.bind(array)
+        })
 }
 
 /// The document [`READ_SQL`] returns.

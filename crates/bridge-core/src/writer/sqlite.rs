@@ -263,14 +263,11 @@ impl SqliteEngine {
 }
 
 /// Binds the state query's parameters, in its order.
-fn bind_lookups<'q>(query: SqliteQuery<'q>, lookups: &LookupJson) -> SqliteQuery<'q> {
-    query
-        .bind(lookups.sessions.as_str())
-        .bind(lookups.tasks.as_str())
-        .bind(lookups.yolo.as_str())
-        .bind(lookups.approvals.as_str())
-        .bind(lookups.access.as_str())
-        .bind(lookups.idempotency.as_str())
+fn bind_lookups<'q>(query: SqliteQuery<'q>, lookups: &'q LookupJson) -> SqliteQuery<'q> {
+    lookups
+        .in_order()
+        .into_iter()
+        .fold(query, |query, array| query.bind(array))
 }
 
 /// Binds the writes' parameters, in their order (the conversations twice:
