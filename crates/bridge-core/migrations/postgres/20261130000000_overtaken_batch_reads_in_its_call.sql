@@ -9,11 +9,11 @@
 -- takes), and when the check fails it writes nothing and returns, in
 -- `reread`, the document `mcp_bridge_read` gives, read while it holds the
 -- lock on the heads: what every batch before it committed. The writer runs
--- its operations again against that and calls again; no lock is ever held
--- across a round trip, and an overtaken batch costs one round trip more,
--- not a read and a locked transaction. On success `reread` is null, as
--- before `transaction_id` is the batch's transaction as the heads' `xmin`
--- shows it.
+-- its operations again against that and calls again: no lock is held
+-- across that round trip, and an overtaken batch costs one round trip
+-- more, not a read and a locked transaction. On success `reread` is null
+-- and `transaction_id` is, as before, the batch's transaction as the
+-- heads' `xmin` shows it.
 --
 -- The signature changes, so this is a second `mcp_bridge_commit`, with six
 -- more arguments, around the first: once its own check passed, it holds
