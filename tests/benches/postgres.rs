@@ -96,7 +96,7 @@ async fn main() {
     // 3. The same ten writers on SQLite.
     let db = TempDb::for_bench();
     let store = db.open().await;
-    let sqlite = sends(std::slice::from_ref(&store), WRITERS, PER_WRITER).await;
+    let sqlite = sends(&store, WRITERS, PER_WRITER).await;
     store.close().await;
     sqlite.report("SQLite (full), 10 writers on 1 store");
     println!("    SQLite database: {}", db.path.display());
@@ -206,9 +206,9 @@ async fn on_server(server: &PgServer, key_file: &Path, name: &'static str) -> Ra
     println!();
     let url = server.create_database("ten_writers").await;
     let store = open(&url, key_file, None).await;
-    let alone = sends(std::slice::from_ref(&store), 1, PER_WRITER).await;
+    let alone = sends(&store, 1, PER_WRITER).await;
     alone.report("PostgreSQL, 1 writer (reference)");
-    let one_hub = sends(std::slice::from_ref(&store), WRITERS, PER_WRITER).await;
+    let one_hub = sends(&store, WRITERS, PER_WRITER).await;
     store.close().await;
     one_hub.report("PostgreSQL, 10 writers on 1 store");
 
@@ -308,17 +308,11 @@ impl Sends {
     }
 }
 
-/// `writers` tasks, writer `n` on `stores[n % stores.len()]` in a
-/// conversation of its own made there, each sending `per_writer` messages
-/// back to back. The rate counts the sends that succeeded, over the time
-/// until the last writer finished.
-async fn sends(stores: &[Store], writers: usize, per_writer: usize) -> Sends {
-    let mut jobs: Vec<(Store, Credentials)> = Vec::with_capacity(writers);
-    for n in 0..writers {
-        let store = stores[n % stores.len()].clone();
-        let credentials = pair(&store).await.a;
-        jobs.push((store, credentials));
-    }
+/// `writers` tasks on `store`, each in a conversation of its own made
+/// there, each sending `per_writer` messages back to back. The rate counts
+/// the sends that succeeded, over the time until the last writer finished.
+async fn sends(store: &Store, writers: usize, per_writer: usize) -> Sends {
+    let jobs = writers_on(store, writers).await;
     let cpu = Cpu::start();
     let started = Instant::now();
     let (latencies, errors) = write(jobs, per_writer).await;
@@ -344,10 +338,7 @@ fn sends_on_two_hubs(url: &str, key_file: &Path, writers: usize) -> Sends {
                     .expect("a runtime for a hub");
                 runtime.block_on(async {
                     let store = open(&url, &key_file, None).await;
-                    let mut jobs = Vec::with_capacity(writers);
-                    for _ in 0..writers {
-                        jobs.push((store.clone(), pair(&store).await.a));
-                    }
+                    let jobs = writers_on(&store, writers).await;
                     ready.send(()).expect("tell the bench this hub is ready");
                     drop(ready);
                     start.wait();
@@ -378,6 +369,16 @@ fn sends_on_two_hubs(url: &str, key_file: &Path, writers: usize) -> Sends {
     }
     let elapsed = last - started;
     Sends::of(cpu.stop(elapsed), elapsed, latencies, errors)
+}
+
+/// `writers` writers on `store`, each with a conversation of its own made
+/// there.
+async fn writers_on(store: &Store, writers: usize) -> Vec<(Store, Credentials)> {
+    let mut jobs = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        jobs.push((store.clone(), pair(store).await.a));
+    }
+    jobs
 }
 
 /// Runs the writers, each sending `per_writer` messages back to back on
